@@ -1,0 +1,3 @@
+from mmalign_utils.cli import main
+
+raise SystemExit(main())

