@@ -3,6 +3,7 @@
     mmalign run 01 -p smoke true -p seed 1      # one notebook, headless, through papermill
     mmalign reproduce --smoke                    # the whole series in order
     mmalign list                                 # the notebooks of the series
+    mmalign score pope --answers answers.jsonl --data-dir data/   # rescore answers made by any tool
 """
 from __future__ import annotations
 
@@ -101,6 +102,49 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+BENCHMARK_MODULES = {
+    "mtbench": "mtbench", "mt-bench": "mtbench", "alpacaeval": "alpacaeval", "mmvet": "mmvet", "mm-vet": "mmvet",
+    "llavabench": "llavabench", "llava-bench": "llavabench", "pope": "pope", "mmbench": "mmbench",
+    "amber": "amber", "mmhal": "mmhal", "mmhal-bench": "mmhal", "objhal": "objhal", "object-halbench": "objhal",
+}
+
+
+def cmd_score(args) -> int:
+    import importlib
+    import json
+
+    from mmalign_utils.results import ResultRow, append_results
+
+    key = args.benchmark.lower()
+    if key not in BENCHMARK_MODULES:
+        raise SystemExit(f"mmalign: unknown benchmark {args.benchmark!r}; choose one of {sorted(set(BENCHMARK_MODULES))}")
+    module = importlib.import_module(f"mmalign_utils.bench.{BENCHMARK_MODULES[key]}")
+    judge = None
+    if args.judge:
+        from mmalign_utils.judges.factory import make_judge
+
+        judge = make_judge(args.judge, cache_path=Path(args.artifacts_dir) / "judge_cache.sqlite")
+    kwargs = {}
+    if args.annotations:
+        kwargs["annotations"] = args.annotations
+    protocol = args.protocol or module.DEFAULT_PROTOCOL
+    scores = module.score_file(args.answers, args.data_dir, protocol=protocol, judge=judge, **kwargs)
+    text = json.dumps(scores, indent=2, default=str)
+    print(text)
+    out = Path(args.out) if args.out else Path(args.artifacts_dir) / "scores" / f"{module.NAME}-{Path(args.answers).stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    rows = [ResultRow(notebook="cli", model=args.model or Path(args.answers).stem, benchmark=module.NAME, split="all",
+                      metric=name, value=float(value), n=int(scores.get("n", 0) or 0), profile="external",
+                      protocol=protocol, judge=getattr(judge, "judge_id", "") if judge else "")
+            for name, value in scores.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "n"]
+    append_results(Path(args.artifacts_dir) / "results.csv", rows)
+    print(f"[mmalign] saved {out}; {len(rows)} rows appended to {Path(args.artifacts_dir) / 'results.csv'}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_list(args) -> int:
     for nb in series():
         print(nb.stem)
@@ -129,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--only", nargs="+", help="run only these notebooks (in series order)")
     add_common(p_rep)
     p_rep.set_defaults(func=cmd_reproduce)
+
+    p_score = sub.add_parser("score", help="score an answer file written by any tool; prints JSON metrics")
+    p_score.add_argument("benchmark", help="pope, mmbench, mmvet, llavabench, mtbench, alpacaeval, amber, mmhal, objhal")
+    p_score.add_argument("--answers", required=True, help="the answer file in the benchmark's usual format")
+    p_score.add_argument("--data-dir", default="data", help="where the benchmark's official files are")
+    p_score.add_argument("--protocol", help="scoring protocol (default: the paper's)")
+    p_score.add_argument("--judge", help="judge spec, e.g. gemini:gemini-2.5-flash or openai:gpt-4o-mini")
+    p_score.add_argument("--annotations", help="AlpacaEval: an annotations json to score instead of judging")
+    p_score.add_argument("--model", help="model name for results.csv (default: the answer file's name)")
+    p_score.add_argument("--out", help="where to save the JSON (default: {artifacts}/scores/)")
+    p_score.add_argument("--artifacts-dir", default="artifacts")
+    p_score.set_defaults(func=cmd_score)
 
     p_list = sub.add_parser("list", help="list the notebooks of the series")
     p_list.set_defaults(func=cmd_list)

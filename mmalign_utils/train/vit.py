@@ -1,0 +1,367 @@
+"""Visual instruction tuning of the toy LLaVA, LLaVA-1.5's recipe at toy scale.
+
+    vision pretraining  the SigLIP tower learns to name the contents of each grid cell (see vision_pretrain)
+    stage 1             tower + projector learn to caption, language model frozen (LLaVA's "feature alignment")
+    stage 2             projector + LoRA on every linear layer of the language model, on a VQA mix dominated by
+                        short answers ("Answer the question using a single word or phrase.", as in LLaVA-1.5's
+                        665k mix) with a smaller share of long-form answers written in natural language by a
+                        text-only LLM from the scene graph (train.longform)
+
+The LoRA is merged at the end, so the result is a plain LlavaForConditionalGeneration, like llava-1.5-13b-hf,
+on which the alignment recipes later put their own LoRA. `ensure_toy_llava` caches the result under the run's
+artifacts directory and reuses it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mmalign_utils.generate import Conversation, GenerationSettings, generate
+from mmalign_utils.train.lm_batches import ChatExample, answer_only_loss, collate
+from mmalign_utils.train.longform import write_longform
+from mmalign_utils.train.vision_pretrain import VisionPretrainConfig, pretrain_vision_tower
+from mmalign_utils.vqa import MC_SUFFIX, score_predictions
+from mmalign_utils.world import vocab
+from mmalign_utils.world.charts import generate_chart, render_chart
+from mmalign_utils.world.qa import SHORT_ANSWER_SUFFIX, make_items
+from mmalign_utils.world.render import render_scene
+from mmalign_utils.world.scenes import generate_scene
+
+SHORT_FAMILIES = ("short_vqa", "existence", "count", "relation", "multiple_choice")
+LONG_FAMILIES = ("describe", "reasoning", "conversation")
+EVAL_FAMILIES = SHORT_FAMILIES + ("chart",)
+
+
+@dataclass
+class VITConfig:
+    """Toy defaults fit about 15 minutes on 2 CPU cores; `smoke()` fits well under 2 minutes."""
+
+    n_train_images: int = 1600
+    charts_share: float = 0.15
+    longform_share: float = 0.2  # share of stage-2 examples with long-form answers (LLaVA-1.5: ~24% of 665k)
+    turns_per_short_example: tuple[int, int] = (3, 6)  # LLaVA-1.5 groups several short questions per image
+    n_eval_per_family: int = 50
+    vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
+    stage1_steps: int = 120
+    stage1_batch_size: int = 16
+    stage1_lr_projector: float = 1e-3
+    stage1_lr_tower: float = 1e-4
+    stage2_steps: int = 260
+    stage2_batch_size: int = 8
+    stage2_lr_lora: float = 5e-4
+    stage2_lr_projector: float = 1e-4
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    writer_temperature: float = 0.7
+    writer_max_new_tokens: int = 110
+    bf16_autocast: bool = True
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> VITConfig:
+        return cls(n_train_images=48, n_eval_per_family=4, vision=VisionPretrainConfig.smoke(), stage1_steps=4,
+                   stage1_batch_size=4, stage2_steps=6, stage2_batch_size=4, writer_max_new_tokens=40)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def _question_text(item) -> str:
+    """The user text of a short-answer turn, exactly as in training and evaluation."""
+    if item.family == "multiple_choice":
+        options = "\n".join(f"{chr(65 + i)}. {opt}" for i, opt in enumerate(item.options))
+        return f"{item.question}\n{options}\n{MC_SUFFIX}"
+    return f"{item.question}\n{SHORT_ANSWER_SUFFIX}"
+
+
+def _short_answer(item) -> str:
+    return item.answer_letter if item.family == "multiple_choice" else item.short_answer
+
+
+def caption(source, kind: str) -> str:
+    """Stage-1 caption: every object with its colour, size and position (charts: their facts)."""
+    if kind == "chart":
+        return source.facts_text()
+    parts = [f"a {o.size} {o.color} {o.shape} {vocab.position_prepositional(o.row, o.col)}" for o in source.objects]
+    return ("There is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
+
+
+@dataclass
+class TrainImage:
+    source: object  # Scene or Chart
+    kind: str  # "shapes" | "chart"
+    image: object  # PIL image
+
+
+def make_images(n: int, charts_share: float, seed: int, image_size: int) -> list[TrainImage]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < charts_share:
+            chart = generate_chart(rng)
+            out.append(TrainImage(chart, "chart", render_chart(chart, image_size)))
+        else:
+            scene = generate_scene(rng)
+            out.append(TrainImage(scene, "shapes", render_scene(scene, image_size)))
+    return out
+
+
+def _user(text: str, with_image: bool) -> dict:
+    content = [{"type": "image"}, {"type": "text", "text": text}] if with_image else text
+    return {"role": "user", "content": content}
+
+
+def stage1_examples(images: list[TrainImage]) -> list[ChatExample]:
+    # LLaVA's stage 1 pairs the image with a brief-description request and the caption.
+    prompts = ["Describe the image briefly.", "What is in this picture?", "Give a short caption for the image."]
+    return [ChatExample([_user(prompts[i % len(prompts)], True),
+                         {"role": "assistant", "content": caption(im.source, im.kind)}], [im.image])
+            for i, im in enumerate(images)]
+
+
+def stage2_plan(images: list[TrainImage], cfg: VITConfig, rng: random.Random) -> list[dict]:
+    """Decide per image: a multi-turn short-answer conversation, or one long-form item to be written."""
+    plan = []
+    for im in images:
+        if rng.random() < cfg.longform_share:
+            family = "describe" if im.kind == "chart" else rng.choice(LONG_FAMILIES)
+            item = make_items(im.source, family, rng, n=1)[0]
+            plan.append({"image": im, "long": item})
+        else:
+            n_turns = rng.randint(*cfg.turns_per_short_example)
+            families = ["chart"] if im.kind == "chart" else list(SHORT_FAMILIES)
+            items = []
+            for _ in range(n_turns):
+                items.extend(make_items(im.source, rng.choice(families), rng, n=1))
+            plan.append({"image": im, "short": items})
+    return plan
+
+
+def _long_turns(item) -> list[tuple[str, str]]:
+    if item.turns:
+        return list(item.turns)
+    return [(item.question, item.detailed_answer)]
+
+
+def stage2_examples(plan: list[dict], written: dict[tuple[int, int], str]) -> list[ChatExample]:
+    examples = []
+    for p_idx, p in enumerate(plan):
+        messages = []
+        if "short" in p:
+            for t, item in enumerate(p["short"]):
+                messages += [_user(_question_text(item), t == 0), {"role": "assistant", "content": _short_answer(item)}]
+        else:
+            for t, (q, a) in enumerate(_long_turns(p["long"])):
+                messages += [_user(q, t == 0), {"role": "assistant", "content": written.get((p_idx, t), a)}]
+        examples.append(ChatExample(messages, [p["image"].image]))
+    return examples
+
+
+def eval_items(cfg: VITConfig, seed: int, image_size: int) -> tuple[list, list]:
+    """Held-out questions (scenes never used in training): n per family, with their images."""
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    items, images = [], []
+    for family in EVAL_FAMILIES:
+        for _ in range(cfg.n_eval_per_family):
+            if family == "chart":
+                src = generate_chart(nrng)
+                img = render_chart(src, image_size)
+            else:
+                src = generate_scene(nrng)
+                img = render_scene(src, image_size)
+            items.append(make_items(src, family, rng, n=1)[0])
+            images.append(img)
+    return items, images
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _train_loop(model, processor, examples: list[ChatExample], param_groups: list[dict], steps: int,
+                batch_size: int, seed: int, desc: str, bf16: bool, progress: bool) -> list[float]:
+    opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
+    warmup = max(1, int(0.03 * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, steps)))))
+    rng = random.Random(seed)
+    order: list[int] = []
+    losses = []
+    params = [p for g in param_groups for p in g["params"]]
+    model.train()
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for _ in bar:
+        if len(order) < batch_size:
+            fresh = list(range(len(examples)))
+            rng.shuffle(fresh)
+            order += fresh
+        batch = collate(processor, [examples[i] for i in order[:batch_size]])
+        del order[:batch_size]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = answer_only_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+    model.eval()
+    return losses
+
+
+def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True) -> list[float]:
+    lm = model.model.language_model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    for p in list(tower.parameters()) + list(projector.parameters()):
+        p.requires_grad_(True)
+    groups = [{"params": list(projector.parameters()), "lr": cfg.stage1_lr_projector},
+              {"params": [p for p in tower.parameters() if p.requires_grad], "lr": cfg.stage1_lr_tower}]
+    del lm
+    return _train_loop(model, processor, examples, groups, cfg.stage1_steps, cfg.stage1_batch_size, cfg.seed + 1,
+                       "stage 1 (captions)", cfg.bf16_autocast, progress)
+
+
+def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True):
+    """Returns (merged model, losses)."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    peft_model = get_peft_model(model, lora)
+    projector = peft_model.base_model.model.model.multi_modal_projector
+    for p in projector.parameters():
+        p.requires_grad_(True)
+    lora_params = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
+    groups = [{"params": lora_params, "lr": cfg.stage2_lr_lora},
+              {"params": list(projector.parameters()), "lr": cfg.stage2_lr_projector}]
+    losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
+                         cfg.seed + 2, "stage 2 (VQA mix)", cfg.bf16_autocast, progress)
+    merged = peft_model.merge_and_unload()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    return merged, losses
+
+
+def evaluate_vqa(model, processor, items, images, batch_size: int = 32, progress: bool = True):
+    convs = [Conversation.user(_question_text(it), img) for it, img in zip(items, images)]
+    preds = generate(model, processor, convs, GenerationSettings(max_new_tokens=8, batch_size=batch_size),
+                     progress="VQA eval" if progress else False)
+    return score_predictions(items, preds)
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress: bool = True) -> dict:
+    """Build, train, evaluate and save the toy LLaVA under out_dir. Returns (and saves) the report."""
+    from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm, load_smollm2, save_mllm
+
+    cfg = cfg or VITConfig()
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    model, processor = build_toy_mllm(ToyMLLMConfig())
+    image_size = ToyMLLMConfig().image_size
+
+    t = time.time()
+    vision_metrics = pretrain_vision_tower(model.model.vision_tower, cfg.vision, progress=progress)
+    timings["vision_pretraining"] = time.time() - t
+
+    images = make_images(cfg.n_train_images, cfg.charts_share, cfg.seed, image_size)
+    plan = stage2_plan(images, cfg, rng)
+
+    # Long-form answers: the text-only writer rewrites each plain long answer in its own words.
+    t = time.time()
+    jobs, keys = [], []
+    for p_idx, p in enumerate(plan):
+        if "long" in p:
+            src, kind = p["image"].source, p["image"].kind
+            for t_idx, (q, a) in enumerate(_long_turns(p["long"])):
+                jobs.append((src.facts_text(), q, a, src, kind))
+                keys.append((p_idx, t_idx))
+    writer, writer_tok = load_smollm2(dtype=torch.bfloat16)
+    written = write_longform(jobs, writer, writer_tok, temperature=cfg.writer_temperature,
+                             max_new_tokens=cfg.writer_max_new_tokens, seed=cfg.seed, progress=progress)
+    del writer
+    timings["longform_writing"] = time.time() - t
+    rejected: dict[str, int] = {}
+    for w in written:
+        if not w.natural:
+            rejected[w.reason] = rejected.get(w.reason, 0) + 1
+    longform = {"n": len(written), "natural_share": float(np.mean([w.natural for w in written])) if written else 0.0,
+                "rejected_by_reason": rejected,
+                "examples": [w.text for w in written if w.natural][:5]}
+    written_map = {k: w.text for k, w in zip(keys, written)}
+
+    t = time.time()
+    stage1_losses = run_stage1(model, processor, stage1_examples(images), cfg, progress)
+    timings["stage1"] = time.time() - t
+    t = time.time()
+    model, stage2_losses = run_stage2(model, processor, stage2_examples(plan, written_map), cfg, progress)
+    timings["stage2"] = time.time() - t
+
+    t = time.time()
+    items, eval_images = eval_items(cfg, cfg.seed + 7_777_777, image_size)
+    scored = evaluate_vqa(model, processor, items, eval_images, progress=progress)
+    timings["vqa_eval"] = time.time() - t
+    timings["total"] = time.time() - t0
+
+    shapes = scored[scored.kind == "shapes"]
+    report = {
+        "config": asdict(cfg),
+        "timings_s": timings,
+        "vision_pretraining": vision_metrics,
+        "longform": longform,
+        "mix": {"n_images": len(images), "n_long": sum("long" in p for p in plan),
+                "n_short_turns": sum(len(p.get("short", [])) for p in plan)},
+        "stage1_loss": [stage1_losses[0], float(np.mean(stage1_losses[-10:]))],
+        "stage2_loss": [stage2_losses[0], float(np.mean(stage2_losses[-10:]))],
+        "vqa": {
+            "accuracy_shapes": float(shapes.correct.mean()),
+            "chance_shapes": float(shapes.chance.mean()),
+            "by_family": scored.groupby("family").agg(accuracy=("correct", "mean"), chance=("chance", "mean"),
+                                                      n=("correct", "size")).reset_index().to_dict("records"),
+        },
+    }
+    model = model.to(torch.bfloat16)  # half the disk; loaders choose their own dtype
+    save_mllm(model, processor, out_dir / "model")
+    scored.to_csv(out_dir / "vqa_eval.csv", index=False)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, rebuild: bool = False
+                     ) -> tuple[Path, dict]:
+    """The run's toy LLaVA: reuse it from {artifacts}/{variant}/toy_llava if present, else build it."""
+    out_dir = ctx.shared_path("toy_llava")
+    report_path = out_dir / "report.json"
+    if report_path.exists() and (out_dir / "model").exists() and not rebuild:
+        print(f"[mmalign] reusing the toy LLaVA at {out_dir} (delete it or pass rebuild=True to retrain)")
+        return out_dir / "model", json.loads(report_path.read_text())
+    if cfg is None:
+        cfg = VITConfig.smoke() if ctx.smoke else VITConfig()
+        cfg.seed = ctx.seed
+        cfg.vision.seed = ctx.seed
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    report = build_toy_llava(tmp, cfg, progress)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)  # only a finished build is ever reused
+    return out_dir / "model", report
