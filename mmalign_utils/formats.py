@@ -350,7 +350,7 @@ def import_paper_dpo_json(path: str | Path, image_root: str | Path, check_images
             raise PaperRecordError(f"{where}: expected a dict, got {type(record).__name__}")
         for field in ("chosen", "rejected"):
             if field not in record:
-                raise PaperRecordError(f"{where}: field {field!r} is missing (keys: {sorted(record)})")
+                raise PaperRecordError(f"{where}, field {field!r}: missing (the record has {sorted(record)})")
         has_image = bool(record.get("image"))
         if isinstance(record["chosen"], list) != isinstance(record["rejected"], list):
             raise PaperRecordError(f"{where}: 'chosen' and 'rejected' must both be conversations or both be turns")
@@ -369,7 +369,7 @@ def import_paper_dpo_json(path: str | Path, image_root: str | Path, check_images
             chosen, rejected = conversations["chosen"][-1:], conversations["rejected"][-1:]
         else:
             if "question" not in record:
-                raise PaperRecordError(f"{where}: field 'question' is missing (keys: {sorted(record)})")
+                raise PaperRecordError(f"{where}, field 'question': missing (the record has {sorted(record)})")
             question_turn = _parse_turn(record["question"], f"{where}, field 'question'")
             prompt = _turns_to_messages([question_turn], has_image, f"{where}, field 'question'")
             if prompt[0]["role"] != "user":
