@@ -30,6 +30,10 @@ class JudgeRequest:
     repeat: int = 0
     response_schema: dict | None = None  # JSON schema for structured output, where the backend supports it
     tag: str = ""  # free text for logs (benchmark / item id); not part of the cache key
+    # The task in structured form, for judges that do not read prose (the ShapesWorld oracle), e.g.
+    # {"task": "helpsteer_annotation", "question": ..., "answers": [...], "item": {...}}. Not part of the cache key:
+    # it must describe the same task as `messages`.
+    payload: dict = field(default_factory=dict)
 
     @classmethod
     def from_prompt(cls, prompt: str, system: str | None = None, **kwargs) -> JudgeRequest:
@@ -59,6 +63,65 @@ class JudgeReply:
     raw: dict = field(default_factory=dict)
 
 
+class JudgeError(RuntimeError):
+    """A backend refused or failed a request. Messages never contain the API key."""
+
+
+class TransientJudgeError(JudgeError):
+    """Worth retrying later: rate limit (429), server error (5xx), timeout or lost connection.
+
+    `retry_after` is the server's Retry-After hint in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class JudgeConfigError(JudgeError):
+    """The judge cannot work at all (missing API key, unknown spec, authentication refused): stop the run."""
+
+
+def read_api_key(env_var: str, what: str) -> str:
+    """The key in `env_var`; a JudgeConfigError naming the variable (never a value) when it is unset."""
+    key = os.environ.get(env_var, "").strip()
+    if not key:
+        raise JudgeConfigError(f"{what} needs an API key in the environment variable {env_var}, which is not set. "
+                               f"Run `export {env_var}=...` before starting, or pick another judge spec.")
+    return key
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` replaced, for messages built from SDK exceptions."""
+    return text.replace(secret, "[REDACTED]") if secret else text
+
+
+def encode_image(image: Any) -> tuple[bytes, str]:
+    """(bytes, MIME type) of a PIL image, a file path or raw bytes, for backends that upload images.
+
+    Files and bytes are sent as they are (their format is read from the content); PIL images as PNG.
+    """
+    import io
+
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            data = f.read()
+    elif isinstance(image, bytes):
+        data = image
+    elif hasattr(image, "save"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue(), "image/png"
+    else:
+        raise TypeError(f"cannot send image of type {type(image).__name__}: give a PIL image, a path or bytes")
+    with Image.open(io.BytesIO(data)) as opened:
+        fmt = (opened.format or "PNG").lower()
+    return data, f"image/{'jpeg' if fmt == 'jpg' else fmt}"
+
+
 def _image_fingerprint(image: Any) -> bytes:
     if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as f:
@@ -80,7 +143,7 @@ class Judge(ABC):
     judge_id: str = "abstract"
 
     def __init__(self, cache=None):
-        self.cache = cache  # an object with get(judge_id, request) -> JudgeReply|None and put(reply, request)
+        self.cache = cache  # get(judge_id, request) -> JudgeReply|None; put(judge_id, request, reply)
         self.calls = 0
 
     @abstractmethod
