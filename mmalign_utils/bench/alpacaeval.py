@@ -467,8 +467,8 @@ def score_annotations(annotations: Sequence[Mapping[str, Any]], df_gamed=None) -
     return result
 
 
-def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL, judge: Judge = None,
-               **kw) -> dict:
+def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
+               judge: Judge | None = None, **kw) -> dict:
     """Load the eval set and annotator prompt (and df_gamed.csv when length_controlled=True) from data_dir, read
     the model outputs, and score them."""
     if judge is None:

@@ -225,8 +225,8 @@ def summarize(tuples: Mapping[str, Sequence[tuple[float, float]]]) -> dict:
     return {"relative": relative, "ref_mean": ref_mean, "cand_mean": cand_mean}
 
 
-def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL, judge: Judge = None,
-               **kw) -> dict:
+def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
+               judge: Judge | None = None, **kw) -> dict:
     """Load the questions, captions, references and rules from data_dir, read the answers, and score them."""
     if judge is None:
         raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")

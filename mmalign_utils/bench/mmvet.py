@@ -223,8 +223,8 @@ def score(items: Sequence[dict], answers: Mapping[str, str], *, protocol: str = 
     return result
 
 
-def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL, judge: Judge = None,
-               **kw) -> dict:
+def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
+               judge: Judge | None = None, **kw) -> dict:
     """Load mm-vet.json and the grader prompt from data_dir, read the answers, and score them."""
     if judge is None:
         raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")

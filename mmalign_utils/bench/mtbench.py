@@ -279,8 +279,8 @@ def _average_details(details: list[dict]) -> dict:
                              for c in categories}}
 
 
-def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL, judge: Judge = None,
-               **kw) -> dict:
+def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
+               judge: Judge | None = None, **kw) -> dict:
     """Load the questions and judge prompts from data_dir, read a FastChat answer file, and score it."""
     if judge is None:
         raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")

@@ -196,7 +196,8 @@ def test_outputs_and_annotations_round_trip(tmp_path, items):
 
 
 def test_duplicate_outputs_are_refused(tmp_path):
-    rows = [{"instruction": "A", "output": "x", "generator": "m"}, {"instruction": "A", "output": "y", "generator": "m"}]
+    rows = [{"instruction": "A", "output": "x", "generator": "m"},
+            {"instruction": "A", "output": "y", "generator": "m"}]
     (tmp_path / "dup.json").write_text(json.dumps(rows))
     with pytest.raises(ValueError, match="repeats instruction"):
         ae.read_answers(tmp_path / "dup.json")

@@ -18,7 +18,8 @@ MMVET_JSON = {
              "answer": "STOP"},
 }
 PREDICTIONS = {"v1_0": "a dog", "v1_1": "x = -1", "v1_2": "Van Gogh", "v1_3": "STOP"}
-SYNTHETIC_GRADER_PROMPT = "Grade the prediction from 0.0 to 1.0.\n\nQuestion | Ground truth | Prediction | Correctness\n"
+SYNTHETIC_GRADER_PROMPT = ("Grade the prediction from 0.0 to 1.0.\n\n"
+                           "Question | Ground truth | Prediction | Correctness\n")
 EVALUATOR_SCRIPT = (
     'raise SystemExit("this script must be parsed, not run")\n'
     f"prompt = {SYNTHETIC_GRADER_PROMPT!r}\n"
@@ -125,7 +126,8 @@ def test_answer_formats_round_trip(tmp_path):
 
 def test_model_prompts_are_the_bare_question(items):
     prompts = mmvet.build_model_prompts(items)
-    assert prompts[0]["text"] == "What animal is this?" and prompts[0]["llava_prompt"] == "<image>\nWhat animal is this?"
+    assert prompts[0]["text"] == "What animal is this?"
+    assert prompts[0]["llava_prompt"] == "<image>\nWhat animal is this?"
     assert prompts[0]["temperature"] == 0.0 and prompts[0]["do_sample"] is False
 
 
