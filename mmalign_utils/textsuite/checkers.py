@@ -354,7 +354,7 @@ def check_placeholders(response: str, *, num_placeholders: int) -> bool:
 
 @register("content:postscript")
 def check_postscript(response: str, *, postscript_marker: str) -> bool:
-    """A line-start postscript with the marker: "P.S." also accepts "p.s." and "P. S." (IFEval rule)."""
+    """The postscript marker occurs (IFEval rule, any case): "P.S." also accepts "p.s." and "P. S."."""
     lowered = response.lower()
     marker = postscript_marker.strip()
     if marker == "P.P.S":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..results import ResultRow
 from .checkers import INSTRUCTION_TYPES, check_instruction, validate_kwargs
 
 SUITE_NAME = "textsuite"
@@ -170,10 +171,8 @@ class SuiteScore:
         return out
 
     def result_rows(self, *, notebook: str, model: str, split: str = "heldout", seed: int = 0,
-                    profile: str = "toy", n_boot: int = 2000) -> list:
+                    profile: str = "toy", n_boot: int = 2000) -> list[ResultRow]:
         """The four accuracies as rows for results.csv, with bootstrap CIs over prompts (values in 0..1)."""
-        from ..results import ResultRow
-
         return [
             ResultRow(notebook=notebook, model=model, benchmark=SUITE_NAME, split=split, metric=metric,
                       value=value, n=self.n_prompts, ci_low=lo, ci_high=hi, seed=seed, profile=profile,
