@@ -188,7 +188,7 @@ def vlmevalkit_judge_prompt(question: str, prediction: str) -> str:
 
 def _check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown POPE protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+        raise ValueError(f"POPE: unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
 
 
 def _div(num: float, den: float, guarded: bool) -> float:
