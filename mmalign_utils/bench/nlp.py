@@ -6,7 +6,7 @@ downloaded here, so every piece is pluggable and the toolkit records which imple
 
 | piece | official | fallback (approximate) |
 |---|---|---|
-| tokeniser | `nltk.word_tokenize` (punkt sentences + Treebank words) | regex sentence split, then NLTK's Treebank word tokeniser (or, without NLTK, a regex word tokeniser) |
+| tokeniser | `nltk.word_tokenize` (punkt sentences + Treebank words) | regex sentence split + regex words (Treebank-like: "n't" and clitics split off, punctuation apart) |
 | lemmatiser | `WordNetLemmatizer().lemmatize(word)` (noun) | `RuleLemmatizer`: WordNet's noun suffix rules plus a small irregular-plural table |
 | POS tagger | `nltk.pos_tag` | none: the caller falls back to looking words up in its own vocabulary (AMBER: relation.json) |
 
@@ -19,6 +19,7 @@ copied, about 36 MB, and the missing `lexnames` file is written from the WordNet
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import shutil
 from collections.abc import Callable
@@ -61,7 +62,7 @@ _WORD_OR_PUNCT = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.'&]\w+)*|\.\.\.
 
 
 def regex_word_tokenize(text: str) -> list[str]:
-    """A small stand-in for the Treebank tokeniser when NLTK is not installed: words (with inner hyphens,
+    """A small stand-in for the Treebank tokeniser (used whenever punkt is missing): words (with inner hyphens,
     apostrophes and dots kept), "n't" and clitics split off, punctuation as separate tokens."""
     tokens: list[str] = []
     for sentence in regex_sentences(text):
@@ -69,19 +70,6 @@ def regex_word_tokenize(text: str) -> list[str]:
         sentence = _CONTRACTION_CLITIC.sub(r"\1 \2", sentence)
         tokens.extend(_WORD_OR_PUNCT.findall(sentence))
     return tokens
-
-
-def _treebank_after_regex_sentences() -> Tokenizer:
-    from nltk.tokenize import NLTKWordTokenizer
-
-    treebank = NLTKWordTokenizer()
-
-    def tokenize(text: str) -> list[str]:
-        # nltk.word_tokenize = punkt sentences, then Treebank per sentence. Treebank only detaches a period at
-        # the end of its input, so without a sentence split "sits. The" would keep "sits." whole.
-        return [tok for sentence in regex_sentences(text) for tok in treebank.tokenize(sentence)]
-
-    return tokenize
 
 
 # --------------------------------------------------------------------------------------------------- lemmatising
@@ -159,11 +147,8 @@ def prepare_wordnet_from_debian(target_root: str | Path, source: str | Path = DE
 
 
 def _nltk_importable() -> bool:
-    try:
-        import nltk  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # find_spec, not import: importing nltk pulls in scipy and takes seconds
+    return importlib.util.find_spec("nltk") is not None
 
 
 def nltk_resource_available(resource: str) -> bool:
@@ -236,14 +221,14 @@ class NLPToolkit:
 
 
 def approximate_toolkit(lemmatize: Lemmatizer | None = None) -> NLPToolkit:
-    """The fallback toolkit: regex sentences + Treebank (or regex) words, rule lemmatiser, no tagger."""
-    if _nltk_importable():
-        tokenize, tok_name = _treebank_after_regex_sentences(), "regex sentences + nltk Treebank words (approximate)"
-    else:
-        tokenize, tok_name = regex_word_tokenize, "regex sentences + regex words (approximate)"
+    """The fallback toolkit: regex sentences + regex words, rule lemmatiser (or the one given), no tagger.
+
+    It needs no NLTK at all, so it behaves the same on every machine.
+    """
     lem = lemmatize or RuleLemmatizer()
     lem_name = getattr(lem, "name", "custom") if lemmatize else "rules (approximate)"
-    return NLPToolkit(tokenize=tokenize, lemmatize=lem, tokenizer_name=tok_name, lemmatizer_name=lem_name)
+    return NLPToolkit(tokenize=regex_word_tokenize, lemmatize=lem,
+                      tokenizer_name="regex sentences + regex words (approximate)", lemmatizer_name=lem_name)
 
 
 @functools.lru_cache(maxsize=4)
