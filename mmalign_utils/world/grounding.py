@@ -295,8 +295,10 @@ def extract_mentions(text: str, skip_proper_nouns: bool = False) -> list[Mention
             if shape is None and not (info["colors"] or info["size"] or info["number"] is not None):
                 continue
         if shape is not None and shape not in vocab.SHAPES:
-            # out-of-world shapes only with an article, number, colour or size: "cross" alone is often a verb
-            if first == k and not info["colors"] and info["size"] is None:
+            # out-of-world shapes need an article, number, colour or size, or a plural: "cross" or "crosses"
+            # alone is often a verb
+            bare = first == k and not info["colors"] and info["size"] is None
+            if bare and (not plural or tokens[k].text in ("crosses", "rings")):
                 continue
         if skip_proper_nouns and tokens[k].raw[:1].isupper():
             before = text[:tokens[first].start].rstrip()
