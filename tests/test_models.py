@@ -15,7 +15,9 @@ import pytest
 import torch
 from PIL import Image
 from tokenizers import AddedToken
-from transformers import AutoTokenizer, CLIPImageProcessorPil, LlamaForCausalLM, LlavaForConditionalGeneration
+from transformers import CLIPImageProcessorPil, LlamaForCausalLM, LlavaForConditionalGeneration
+
+from trl.chat_template_utils import is_chat_template_stop_token_trained
 
 from mmalign_utils import models
 from mmalign_utils.chat_templates import PAPER_CHAT_TEMPLATE, TOY_CHAT_TEMPLATE, render_chat
@@ -211,6 +213,9 @@ def test_assistant_mask_is_exactly_each_reply_and_its_end_token(toy, vicuna_like
     # "ASSISTANT:" (BPE "ĠRed", SentencePiece "▁Red"), as in LLaVA's own label masking. "ASSISTANT:" stays out.
     assert runs == [" Red.</s>", " Yes, it is red.</s>"]
 
+    # TRL's own check (it warns "the model may not learn to stop" when this is False).
+    assert is_chat_template_stop_token_trained(processor) and is_chat_template_stop_token_trained(vicuna_like_tokenizer)
+
 
 # --- the toy LLaVA ---------------------------------------------------------------------------------------
 
@@ -274,6 +279,18 @@ def test_saved_toy_mllm_reloads_offline_and_answers_text_like_smollm2(toy, smoll
         expected = base_model.generate(**base_in, max_new_tokens=20, do_sample=False)
     assert expected.shape[1] > base_in["input_ids"].shape[1] + 5  # SmolLM2 really answered
     assert torch.equal(answer, expected)
+
+    # Batched generation pads on the left, so each row's answer is the one it gets alone.
+    short_chat = [{"role": "user", "content": "Say hi."}]
+    short_prompt = render_chat(processor, short_chat, add_generation_prompt=True)
+    batch = processor(text=[prompt, short_prompt], padding=True, return_tensors="pt")
+    assert batch["attention_mask"][1, 0] == 0  # the shorter prompt is padded at the start
+    with torch.no_grad():
+        batched = model.generate(**batch, max_new_tokens=8, do_sample=False)[:, batch["input_ids"].shape[1]:]
+        for row, text in enumerate([prompt, short_prompt]):
+            alone_in = processor(text=[text], return_tensors="pt")
+            alone = model.generate(**alone_in, max_new_tokens=8, do_sample=False)[0, alone_in["input_ids"].shape[1]:]
+            assert torch.equal(batched[row], alone)
 
 
 @pytest.mark.slow
