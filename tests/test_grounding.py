@@ -44,6 +44,7 @@ def test_correct_description_covers_its_object():
     ("There is a green circle.", ["a green circle"]),  # circles exist, but no green one
     ("There is a pink hexagon and a purple diamond.", ["a pink hexagon", "a purple diamond"]),  # not in the world
     ("I can see a red box.", ["a red box"]),  # box = square; the only square is blue
+    ("There is a red square.", ["a red square"]),
 ])
 def test_hallucinations(text, expected):
     r = ground(text, SCENE)
