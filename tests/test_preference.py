@@ -97,15 +97,16 @@ def test_prompts_with_gap_below_two_are_dropped_and_gap_two_kept():
 def test_ties_choose_first_argmax():
     ds = build_dpo_pairs([with_qualities("tie", [9, 12, 12, 3])])
     assert ds[0]["chosen_index"] == 1
-    # with min_gap 2 the candidates below 12 are indices 0 (9) and 3 (3), never the tied index 2
-    for seed in range(30):
-        assert build_dpo_pairs([with_qualities("tie", [9, 12, 12, 3])], seed=seed)[0]["rejected_index"] in (0, 3)
+    # with min_gap 2 the candidates below 12 are indices 0 (9) and 3 (3), never the tied index 2; the draw is
+    # seeded per prompt id, so 30 copies of the group sample 30 independent draws in one build
+    many = build_dpo_pairs([with_qualities(f"tie{i}", [9, 12, 12, 3]) for i in range(30)])
+    assert set(many["chosen_index"]) == {1} and set(many["rejected_index"]) == {0, 3}
 
 
 def test_rejected_drawn_only_from_answers_at_least_two_below_and_all_of_them_reachable():
-    group = with_qualities("g", [12, 11, 10, 9, 3])  # k = 5; candidates: quality <= 10 -> indices 2, 3, 4
-    picks = {build_dpo_pairs([group], seed=seed)[0]["rejected_index"] for seed in range(60)}
-    assert picks == {2, 3, 4}
+    # k = 5; candidates: quality <= 10 -> indices 2, 3, 4 (60 independent draws: one per prompt id)
+    ds = build_dpo_pairs([with_qualities(f"g{i}", [12, 11, 10, 9, 3]) for i in range(60)])
+    assert set(ds["rejected_index"]) == {2, 3, 4}
 
 
 def test_one_pair_per_prompt_and_columns_describe_the_pair():
