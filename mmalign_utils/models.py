@@ -170,7 +170,11 @@ class ToyMLLMConfig:
     vision_feature_layer: int = -1
     projector_hidden_act: str = "gelu"  # LLaVA-1.5's mlp2x_gelu projector
     image_token: str = "<image>"
-    seed: int = 0  # initialisation of the tower, the projector and the <image> embedding
+    seed: int = 0  # random initialisation of the tower and the projector
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
 
 def image_seq_length(cfg: ToyMLLMConfig) -> int:
