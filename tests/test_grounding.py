@@ -207,3 +207,8 @@ def test_cautious_readings(text, n_correct, numbers):
     r = ground(text, SCENE)
     assert len(r.correct) == n_correct and r.negated == [] and r.n_errors == 0
     assert [(c.claimed, c.actual) for c in r.number_claims] == numbers
+
+
+def test_square_as_a_grid_cell_is_not_a_square():
+    r = ground("The yellow star is in the top right square of the grid.", SCENE)
+    assert [(m.shape, m.row, m.col) for m in r.mentions] == [("star", 0, 2)] and r.n_errors == 0

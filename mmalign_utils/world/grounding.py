@@ -75,7 +75,7 @@ class _Position:
     last: int
     row: int | None
     col: int | None
-    used: bool = False
+    suffix_tok: int = -1  # index of a suffix noun ("corner", "square"), -1 if none
 
 
 def _core_position(words: list[str], suffix: str | None) -> tuple[int | None, int | None] | None:
@@ -145,7 +145,8 @@ def find_positions(tokens: list[Token]) -> list[_Position]:
                 relational = True
         strong = has_prep or suffix is not None or len(words) == 2
         if core is not None and strong and not relational:
-            out.append(_Position(start, end - 1, core[0], core[1]))
+            suffix_tok = start + (2 if has_prep else 0) + len(words) if suffix else -1
+            out.append(_Position(start, end - 1, core[0], core[1], suffix_tok))
             k = end
         else:
             k = max(k + 1, start + 1)
@@ -283,8 +284,11 @@ def extract_mentions(text: str, skip_proper_nouns: bool = False) -> list[Mention
     tokens = tokenize(text)
     positions = find_positions(tokens)
     position_ends = {p.first: p.last for p in positions}
+    cell_nouns = {p.suffix_tok for p in positions}  # "in the top left square" names a cell, not a square
     mentions: list[Mention] = []
     for k in range(len(tokens)):
+        if k in cell_nouns:
+            continue
         found = _noun_at(tokens, k, text)
         if found is None:
             continue

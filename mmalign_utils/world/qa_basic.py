@@ -26,7 +26,7 @@ def list_objects(scene: Scene, indices: list[int]) -> str:
     return join_words([a_object(scene.objects[i]) for i in indices])
 
 
-def _pick_ref(scene: Scene, rng: random.Random, avoid: tuple[str, ...]) -> Reference:
+def pick_reference(scene: Scene, rng: random.Random, avoid: tuple[str, ...]) -> Reference:
     order = list(range(len(scene.objects)))
     rng.shuffle(order)
     for i in order:
@@ -36,37 +36,37 @@ def _pick_ref(scene: Scene, rng: random.Random, avoid: tuple[str, ...]) -> Refer
     raise Infeasible(f"no object can be described without {avoid}")
 
 
-def _ref_extra(ref: Reference) -> dict:
+def reference_extra(ref: Reference) -> dict:
     return {"target": ref.index, "ref": ref.attrs, "ref_phrase": ref.phrase}
 
 
 # ----- short_vqa ----------------------------------------------------------------------------------------------
 def _color(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("color",))
+    ref = pick_reference(scene, rng, ("color",))
     o = scene.objects[ref.index]
     q = template(rng, ("What color is {r}?", "What is the color of {r}?", "Which color does {r} have?",
                        "Tell me the color of {r}.", "What colour is {r}?"), r=ref.phrase)
     detail = f"{capitalize(ref.phrase)} is {o.color}. It is {a_object(o)}."
-    return Draft(q, o.color, detail, extra={"subtype": "color", **_ref_extra(ref), "accepted": [o.color]})
+    return Draft(q, o.color, detail, extra={"subtype": "color", **reference_extra(ref), "accepted": [o.color]})
 
 
 def _shape(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("shape",))
+    ref = pick_reference(scene, rng, ("shape",))
     o = scene.objects[ref.index]
     q = template(rng, ("What shape is {r}?", "What is the shape of {r}?", "Which shape is {r}?",
                        "What kind of shape is {r}?"), r=ref.phrase)
     detail = f"{capitalize(ref.phrase)} is {with_article(o.shape)}. It is {a_object(o)}."
-    return Draft(q, o.shape, detail, extra={"subtype": "shape", **_ref_extra(ref), "accepted": [o.shape]})
+    return Draft(q, o.shape, detail, extra={"subtype": "shape", **reference_extra(ref), "accepted": [o.shape]})
 
 
 def _size(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("size",))
+    ref = pick_reference(scene, rng, ("size",))
     o = scene.objects[ref.index]
     q = template(rng, ("Is {r} small or large?", "What size is {r}?", "Is {r} large or small?",
                        "How big is {r}: small or large?"), r=ref.phrase)
     detail = f"{capitalize(ref.phrase)} is {o.size}. It is {a_object(o)}."
     accepted = [o.size] + list(vocab.SIZE_SYNONYMS[o.size][1:3])
-    return Draft(q, o.size, detail, extra={"subtype": "size", **_ref_extra(ref), "accepted": accepted})
+    return Draft(q, o.size, detail, extra={"subtype": "size", **reference_extra(ref), "accepted": accepted})
 
 
 def _what_at(scene: Scene, rng: random.Random) -> Draft:
@@ -91,13 +91,13 @@ def _what_at(scene: Scene, rng: random.Random) -> Draft:
 
 
 def _where(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("position",))
+    ref = pick_reference(scene, rng, ("position",))
     o = scene.objects[ref.index]
     q = template(rng, ("Where is {r}?", "Where is {r} located?", "In which part of the image is {r}?",
                        "Where in the picture can you find {r}?"), r=ref.phrase)
     detail = f"{capitalize(ref.phrase)} is {o.position_prepositional} of the image."
     accepted = [o.position, o.position_prepositional, o.position_prepositional.split(" ", 2)[2]]
-    return Draft(q, o.position, detail, extra={"subtype": "where", **_ref_extra(ref), "accepted": accepted})
+    return Draft(q, o.position, detail, extra={"subtype": "where", **reference_extra(ref), "accepted": accepted})
 
 
 def short_vqa(scene: Scene, rng: random.Random) -> Draft:

@@ -11,7 +11,7 @@ import random
 from mmalign_utils.world import vocab
 from mmalign_utils.world.drafts import Draft, Infeasible, pick, template
 from mmalign_utils.world.phrasing import capitalize
-from mmalign_utils.world.qa_basic import _pick_ref, _ref_extra, a_object, negative_combo
+from mmalign_utils.world.qa_basic import pick_reference, reference_extra, a_object, negative_combo
 from mmalign_utils.world.scenes import Scene
 from mmalign_utils.world.vocab import COLORS, SHAPES, plural
 
@@ -36,25 +36,25 @@ def _finish(stem: str, correct: str, distractors: list[str], explanation: str, r
 
 
 def _mc_color(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("color",))
+    ref = pick_reference(scene, rng, ("color",))
     o = scene.objects[ref.index]
     wrong = rng.sample([c for c in COLORS if c != o.color], 3)
     stem = template(rng, ("What color is {r}?", "Which color does {r} have?"), r=ref.phrase)
     return _finish(stem, o.color, wrong, f"{capitalize(ref.phrase)} is {o.color}.", rng,
-                   {"subtype": "mc_color", **_ref_extra(ref)})
+                   {"subtype": "mc_color", **reference_extra(ref)})
 
 
 def _mc_shape(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("shape",))
+    ref = pick_reference(scene, rng, ("shape",))
     o = scene.objects[ref.index]
     wrong = [s for s in SHAPES if s != o.shape]
     stem = template(rng, ("What shape is {r}?", "Which shape is {r}?"), r=ref.phrase)
     return _finish(stem, o.shape, wrong, f"{capitalize(ref.phrase)} is {a_object(o)}.", rng,
-                   {"subtype": "mc_shape", **_ref_extra(ref)})
+                   {"subtype": "mc_shape", **reference_extra(ref)})
 
 
 def _mc_position(scene: Scene, rng: random.Random) -> Draft:
-    ref = _pick_ref(scene, rng, ("position",))
+    ref = pick_reference(scene, rng, ("position",))
     o = scene.objects[ref.index]
     # Cells of other objects make the best distractors: they are places where something is.
     others = [p.position for p in scene.objects if p is not o]
@@ -64,7 +64,7 @@ def _mc_position(scene: Scene, rng: random.Random) -> Draft:
     wrong = (others + rest)[:3]
     stem = template(rng, ("Where is {r}?", "In which part of the image is {r}?"), r=ref.phrase)
     return _finish(stem, o.position, wrong, f"{capitalize(ref.phrase)} is {o.position_prepositional}.", rng,
-                   {"subtype": "mc_position", **_ref_extra(ref)})
+                   {"subtype": "mc_position", **reference_extra(ref)})
 
 
 def _mc_count(scene: Scene, rng: random.Random) -> Draft:
