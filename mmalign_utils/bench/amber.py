@@ -339,7 +339,8 @@ def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT
     result["unparsed"] = result.get("discriminative", {}).get("all", {}).get("unparsed", 0)
     if "generative" in result and "discriminative" in result:
         # AMBER Score as the paper defines it; the script does not print it (unverified).
-        result["amber_score"] = round((100 - result["generative"]["CHAIR"] + result["discriminative"]["all"]["f1"]) / 2, 2)
+        chair, f1 = result["generative"]["CHAIR"], result["discriminative"]["all"]["f1"]
+        result["amber_score"] = round((100 - chair + f1) / 2, 2)
     result["headline_metric"] = "CHAIR" if generative else "f1"
     return result
 

@@ -20,7 +20,9 @@ fractions; per category and per L2 category too.
 """
 from __future__ import annotations
 
+import ast
 import base64
+import hashlib
 import io
 import math
 import random
@@ -29,7 +31,7 @@ import string
 from collections import defaultdict
 from pathlib import Path
 
-from mmalign_utils.bench.common import DataFile, check_files, read_jsonl, write_jsonl
+from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files, read_jsonl, write_jsonl
 from mmalign_utils.judges.base import Judge, JudgeRequest
 
 NAME = "mmbench"
@@ -262,32 +264,58 @@ def infer_by_rules(answer: str, item: dict, protocol: str) -> str | None:
     return infer_letter_vlmevalkit(answer, letters) or infer_text(answer, item["options"], length_guard=True)
 
 
-def judge_prompt(item: dict, prediction: str, protocol: str) -> str:
-    """The LLM extractor prompt: OpenCompass's (none = E) or VLMEvalKit's (none = Z)."""
+JUDGE_TEMPLATE_SOURCES = {
+    "opencompass": ("mmbench/mmbench_evals.py", "lmms-eval lmms_eval/tasks/mmbench/mmbench_evals.py "
+                    "(MMBench_Evaluator.build_prompt, the OpenCompass extractor prompt; 'output E')"),
+    "vlmevalkit": ("mmbench/multiple_choice.py", "VLMEvalKit vlmeval/dataset/utils/multiple_choice.py "
+                   "(build_prompt; 'output Z')"),
+}
+
+
+def template_from_function(script_path: str | Path, function: str, variable: str = "tmpl") -> str:
+    """The string literal assigned to `variable` inside the function (or method) `function` of a Python file,
+    read with `ast`: the official prompt texts are not shipped here, and parsing runs none of the script."""
+    path = Path(script_path)
+    if not path.exists():
+        raise BenchmarkDataError(f"missing {path}: the judge prompt is read from the official script; put a copy "
+                                 "there (see docs/benchmarks_rules.md)")
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            for inner in ast.walk(node):
+                if (isinstance(inner, ast.Assign) and isinstance(inner.value, ast.Constant)
+                        and isinstance(inner.value.value, str)
+                        and any(isinstance(t, ast.Name) and t.id == variable for t in inner.targets)):
+                    return inner.value.value
+    raise BenchmarkDataError(f"{path}: no string `{variable} = ...` inside a function `{function}`; is this the "
+                             "official script?")
+
+
+def load_judge_template(script_path: str | Path, protocol: str = DEFAULT_PROTOCOL) -> str:
+    """The extractor prompt template (3 '{}' slots: question, options, prediction) from the official script."""
+    _check_protocol(protocol)
+    return _checked_template(template_from_function(script_path, "build_prompt"), str(script_path))
+
+
+def _checked_template(template: str, where: str) -> str:
+    if template.count("{}") != 3:
+        raise ValueError(f"{where}: the MMBench extractor template needs 3 '{{}}' slots (question, options, "
+                         f"prediction); it has {template.count('{}')}")
+    return template
+
+
+def judge_prompt(item: dict, prediction: str, template: str) -> str:
+    """The LLM extractor prompt: upstream's template filled with the question, the option list as upstream
+    formats it ("There are several options: \n" and one "A. text" line per option) and the reply."""
     options = "There are several options: \n" + "".join(f"{k}. {v}\n" for k, v in item["options"].items())
-    none = "E" if protocol == "opencompass" else "Z"
-    return (
-        "You are an AI assistant who will help me to match an answer with several options of a single-choice "
-        "question. You are provided with a question, several options, and an answer, and you need to find which "
-        "option is most similar to the answer. If the meaning of all options are significantly different from the "
-        f"answer, output {none}. Your should output a single uppercase character in A, B, C, D (if they are valid "
-        f"options), and {none}. \n"
-        "Example 1: \n"
-        "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
-        "Answer: a cute teddy bear\nYour output: A\n"
-        "Example 2: \n"
-        "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
-        f"Answer: Spider\nYour output: {none}\n"
-        "Example 3: \n"
-        f"Question: {item['question']}?\nOptions: {options}\nAnswer: {prediction}\nYour output: "
-    )
+    return template.format(item["question"], options, prediction)
 
 
 class _Extractor:
     """Runs rule 3 (judge) and rule 4 (random) for the rows rules 1-2 could not read, with a seeded RNG."""
 
-    def __init__(self, protocol: str, judge: Judge | None, seed: int, tries: int = 3):
-        self.protocol, self.judge, self.tries = protocol, judge, tries
+    def __init__(self, protocol: str, judge: Judge | None, template: str | None, seed: int, tries: int = 3):
+        self.protocol, self.judge, self.template, self.tries = protocol, judge, template, tries
         self.rng = random.Random(seed)
         self.judge_calls = self.judge_unparsed = self.random_fallbacks = self.no_judge = 0
 
@@ -298,7 +326,7 @@ class _Extractor:
             return ("Z" if self.protocol != "opencompass" else None), "none", []
         replies = []
         for attempt in range(self.tries):
-            request = JudgeRequest.from_prompt(judge_prompt(item, text, self.protocol), temperature=0.0,
+            request = JudgeRequest.from_prompt(judge_prompt(item, text, self.template), temperature=0.0,
                                                max_tokens=256, repeat=attempt, tag=f"mmbench:{item['id']}")
             reply = self.judge.complete(request).text
             self.judge_calls += 1
@@ -337,13 +365,22 @@ def _breakdown(hits: list[dict]) -> dict:
 
 
 def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT_PROTOCOL, judge: Judge | None = None,
-          seed: int = DEFAULT_SEED, allow_missing: bool = False, only_answered: bool = False, **_: object) -> dict:
+          judge_template: str | None = None, seed: int = DEFAULT_SEED, allow_missing: bool = False,
+          only_answered: bool = False, **_: object) -> dict:
     """CircularEval and VanillaEval of answers {row index as str: reply}.
 
-    Missing rows raise unless `allow_missing` (scored as empty replies) or `only_answered` (groups with any
-    unanswered row are dropped).
+    With a judge, `judge_template` is the extractor prompt (see load_judge_template). Without a judge, rows the
+    rules cannot read are wrong (opencompass: no letter; vlmevalkit/exact_matching: Z). Missing rows raise
+    unless `allow_missing` (scored as empty replies) or `only_answered` (groups with any unanswered row are
+    dropped).
     """
     _check_protocol(protocol)
+    if judge is not None and protocol != "exact_matching":
+        if judge_template is None:
+            path, source = JUDGE_TEMPLATE_SOURCES[protocol]
+            raise ValueError(f"MMBench: a judge needs judge_template=, the extractor prompt; load it with "
+                             f"load_judge_template('<data_dir>/{path}') from {source}")
+        _checked_template(judge_template, "judge_template")
     answers = {str(k): v for k, v in answers.items()}
     by_group: dict[int, list[dict]] = defaultdict(list)
     for it in sorted(items, key=lambda x: x["id"]):
@@ -362,7 +399,7 @@ def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT
     if not rows:
         raise ValueError("MMBench: nothing to score (no items)")
 
-    extractor = _Extractor(protocol, judge, seed)
+    extractor = _Extractor(protocol, judge, judge_template, seed)
     record: dict[int, dict] = {}
     for r in rows:
         text = answers.get(str(r["id"]), "")
@@ -412,15 +449,23 @@ def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT
         "judge": getattr(judge, "judge_id", None) if protocol != "exact_matching" else None,
         "judge_calls": extractor.judge_calls, "judge_unparsed": extractor.judge_unparsed,
         "random_fallbacks": extractor.random_fallbacks, "no_judge_rows": extractor.no_judge, "seed": seed,
+        "judge_template_sha256": (hashlib.sha256(judge_template.encode()).hexdigest()
+                                  if judge_template and extractor.judge_calls else None),
         "per_item": [record[r["id"]] for r in rows], "per_group": circular,
     }
 
 
 def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
                judge: Judge | None = None, **kw) -> dict:
-    """Load the TSV (`filename=`, `all_rounds=`), read a LLaVA answer file and score it."""
+    """Load the TSV (`filename=`, `all_rounds=`), read a LLaVA answer file and score it. With a judge, the
+    extractor prompt is read from `judge_template_path` (default <data_dir>/mmbench/mmbench_evals.py for
+    opencompass, <data_dir>/mmbench/multiple_choice.py for vlmevalkit)."""
     items, seen = load_with_versions(data_dir, verify_hash=kw.pop("verify_hash", True),
                                      filename=kw.pop("filename", DEFAULT_FILE), all_rounds=kw.pop("all_rounds", False))
+    template_path = kw.pop("judge_template_path", None)
+    if judge is not None and protocol != "exact_matching" and "judge_template" not in kw:
+        template_path = template_path or Path(data_dir) / JUDGE_TEMPLATE_SOURCES[protocol][0]
+        kw["judge_template"] = load_judge_template(template_path, protocol)
     result = score(items, read_answers(answers_path), protocol=protocol, judge=judge, **kw)
     result["data_version"] = seen
     result["answers_file"] = str(answers_path)

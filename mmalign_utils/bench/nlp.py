@@ -4,11 +4,12 @@ The official scorers call `nltk.word_tokenize` (needs the `punkt_tab` model), `n
 `averaged_perceptron_tagger_eng`) and NLTK's WordNet lemmatiser (needs the WordNet corpus). None of these can be
 downloaded here, so every piece is pluggable and the toolkit records which implementation ran:
 
-| piece | official | fallback (approximate) |
-|---|---|---|
-| tokeniser | `nltk.word_tokenize` (punkt sentences + Treebank words) | regex sentence split + regex words (Treebank-like: "n't" and clitics split off, punctuation apart) |
-| lemmatiser | `WordNetLemmatizer().lemmatize(word)` (noun) | `RuleLemmatizer`: WordNet's noun suffix rules plus a small irregular-plural table |
-| POS tagger | `nltk.pos_tag` | none: the caller falls back to looking words up in its own vocabulary (AMBER: relation.json) |
+- tokeniser: official `nltk.word_tokenize` (punkt sentences + Treebank words); fallback a regex sentence split
+  and regex words (Treebank-like: "n't" and clitics split off, punctuation apart).
+- lemmatiser: official `WordNetLemmatizer().lemmatize(word)` (noun); fallback `RuleLemmatizer`, WordNet's noun
+  suffix rules plus a small irregular-plural table.
+- POS tagger: official `nltk.pos_tag`; fallback none, and the caller looks words up in its own vocabulary
+  (AMBER: relation.json).
 
 WordNet data can come from the Debian packages `wordnet-base` + `wordnet-sense-index`
 (`apt-get install wordnet-base wordnet-sense-index`): `prepare_wordnet_from_debian` turns /usr/share/wordnet into
@@ -285,7 +286,8 @@ def spacy_similarity(model: str = "en_core_web_lg") -> Similarity:
     try:
         nlp = spacy.load(model)
     except OSError as e:
-        raise RuntimeError(f"spaCy model {model!r} is not installed ({e}); install it or leave similarity off") from None
+        raise RuntimeError(f"spaCy model {model!r} is not installed ({e}); install it or leave similarity "
+                           "off") from None
 
     @functools.lru_cache(maxsize=65536)
     def doc(word: str):

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from mmalign_utils.bench.common import DataFile, check_files, iter_json_or_jsonl, read_jsonl, write_jsonl
+from mmalign_utils.bench.mmbench import template_from_function
 from mmalign_utils.judges.base import Judge, JudgeRequest
 
 NAME = "pope"
@@ -165,23 +166,21 @@ def parse_vlmevalkit(text: str) -> str | None:
     return None
 
 
-def vlmevalkit_judge_prompt(question: str, prediction: str) -> str:
-    """VLMEvalKit's YOrN_match_prompt (its 'Question: {}?' doubles POPE's question mark; kept as upstream)."""
-    return (
-        "You are an AI assistant who will help me to match an answer with two options of a question. "
-        "The options are only Yes / No. "
-        "You are provided with a question and an answer, "
-        "and you need to find which option (Yes / No) is most similar to the answer. "
-        "If the meaning of all options are significantly different from the answer, output Unknown. "
-        "Your should output a single word among the following 3 choices: Yes, No, Unknown.\n"
-        "Example 1: \n"
-        "Question: Is the word in this image 'Hello'?\nAnswer: The word in this image is 'Hello'.\nYour output: Yes\n"
-        "Example 2: \n"
-        "Question: Is the word in this image 'Hello'?\n"
-        "Answer: The word in this image is not 'Hello'.\nYour output: No\n"
-        "Example 3: \n"
-        f"Question: {question}?\nAnswer: {prediction}\nYour output: "
-    )
+JUDGE_TEMPLATE_FILE = "pope/yorn.py"
+JUDGE_TEMPLATE_SOURCE = "VLMEvalKit vlmeval/dataset/utils/yorn.py (YOrN_match_prompt)"
+
+
+def load_judge_template(script_path: str | Path) -> str:
+    """VLMEvalKit's yes/no matching prompt (2 '{}' slots: question, prediction), read from its script with `ast`
+    (prompt texts are not shipped here)."""
+    return _checked_template(template_from_function(script_path, "YOrN_match_prompt"), str(script_path))
+
+
+def _checked_template(template: str, where: str) -> str:
+    if template.count("{}") != 2:
+        raise ValueError(f"{where}: the YOrN template needs 2 '{{}}' slots (question, prediction); "
+                         f"it has {template.count('{}')}")
+    return template
 
 
 # --------------------------------------------------------------------------------------------------- scoring
@@ -222,10 +221,12 @@ def _split_metrics(rows: list[dict], protocol: str) -> dict:
     return metrics
 
 
-def _vlmevalkit_judge(judge: Judge, question: str, text: str, tries: int = 5) -> tuple[str | None, list[str]]:
+def _vlmevalkit_judge(judge: Judge, template: str, question: str, text: str,
+                      tries: int = 5) -> tuple[str | None, list[str]]:
     replies = []
     for attempt in range(tries):
-        request = JudgeRequest.from_prompt(vlmevalkit_judge_prompt(question, text), temperature=0.5 * attempt,
+        # upstream's "Question: {}?" doubles POPE's own question mark; kept as upstream
+        request = JudgeRequest.from_prompt(template.format(question, text), temperature=0.5 * attempt,
                                            repeat=attempt, tag=f"pope:{question[:40]}")
         reply = judge.complete(request).text
         replies.append(reply)
@@ -236,12 +237,19 @@ def _vlmevalkit_judge(judge: Judge, question: str, text: str, tries: int = 5) ->
 
 
 def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT_PROTOCOL, judge: Judge | None = None,
-          allow_missing: bool = False, only_answered: bool = False, **_: object) -> dict:
+          judge_template: str | None = None, allow_missing: bool = False, only_answered: bool = False,
+          **_: object) -> dict:
     """Score POPE answers ({item id: text}) per split; see the module docstring for the protocols.
 
-    Missing answers raise unless `allow_missing` (scored as the empty reply) or `only_answered` (dropped).
+    A judge (vlmevalkit only) needs `judge_template`, VLMEvalKit's prompt (see load_judge_template). Missing
+    answers raise unless `allow_missing` (scored as the empty reply) or `only_answered` (dropped).
     """
     _check_protocol(protocol)
+    if protocol == "vlmevalkit" and judge is not None:
+        if judge_template is None:
+            raise ValueError("POPE: a vlmevalkit judge needs judge_template=; load it with load_judge_template("
+                             f"'<data_dir>/{JUDGE_TEMPLATE_FILE}') from {JUDGE_TEMPLATE_SOURCE}")
+        _checked_template(judge_template, "judge_template")
     answers = {str(k): v for k, v in answers.items()}
     if only_answered:
         items = [it for it in items if it["id"] in answers]
@@ -262,7 +270,7 @@ def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT
         else:
             pred = parse_vlmevalkit(text)
             if pred is None and judge is not None:
-                pred, judge_replies = _vlmevalkit_judge(judge, it["question"], text)
+                pred, judge_replies = _vlmevalkit_judge(judge, judge_template, it["question"], text)
                 judge_calls += len(judge_replies)
         row = {"id": it["id"], "split": it["split"], "label": it["label"], "text": text, "pred": pred}
         if judge_replies:
@@ -316,9 +324,13 @@ def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = D
     """Load the POPE files from data_dir, read a LLaVA answer file and score it.
 
     `question_file=`: the question file the answers were made from, when its ids are not ours (LLaVA's own
-    llava_pope_test.jsonl); answers are then matched by split, image and question text.
+    llava_pope_test.jsonl); answers are then matched by split, image and question text. A vlmevalkit judge reads
+    its prompt from `judge_template_path` (default <data_dir>/pope/yorn.py).
     """
     items, versions = load_with_versions(data_dir, verify_hash=kw.pop("verify_hash", True))
+    template_path = kw.pop("judge_template_path", None)
+    if protocol == "vlmevalkit" and judge is not None and "judge_template" not in kw:
+        kw["judge_template"] = load_judge_template(template_path or Path(data_dir) / JUDGE_TEMPLATE_FILE)
     answers = read_answers(answers_path)
     question_file = kw.pop("question_file", None)
     if question_file is not None:

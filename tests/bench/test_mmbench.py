@@ -13,6 +13,9 @@ from PIL import Image
 from mmalign_utils.bench import mmbench
 from mmalign_utils.judges.base import ScriptedJudge
 
+# Synthetic stand-ins for the extractor prompts (the official texts are not shipped): 3 slots each.
+TEMPLATE_E = "Synthetic extractor, none = E.\nQuestion: {}?\nOptions: {}\nAnswer: {}\nYour output: "
+TEMPLATE_Z = "Synthetic extractor, none = Z.\nQuestion: {}?\nOptions: {}\nAnswer: {}\nYour output: "
 COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "l2-category", "image", "source",
            "split", "comment"]
 
@@ -67,7 +70,7 @@ def items(tmp_path):
 
 def test_circular_and_vanilla_with_scripted_judge(items):
     judge = ScriptedJudge(["C"])  # exactly one call: Q3 rotation 0
-    result = mmbench.score(items, PREDICTIONS, protocol="opencompass", judge=judge)
+    result = mmbench.score(items, PREDICTIONS, protocol="opencompass", judge=judge, judge_template=TEMPLATE_E)
     # CircularEval: Q1 right everywhere, Q2 fails in rotation 1, Q3 right (judge C) -> 2/3
     assert result["circular_acc"] == pytest.approx(2 / 3)
     # VanillaEval (rotation 0): B, A, C(judge) all right -> 3/3
@@ -81,10 +84,11 @@ def test_circular_and_vanilla_with_scripted_judge(items):
     assert result["judge"] == "scripted:test" and result["seed"] == 2680
     judged = next(r for r in result["per_item"] if r["id"] == 3)
     assert judged["pred"] == "C" and judged["source"] == "judge" and judged["judge_replies"] == ["C"]
-    prompt = judge.requests[0].messages[-1]["content"]
-    assert "output E." in prompt
-    assert prompt.endswith("Question: How many objects are red??\nOptions: There are several options: \n"
-                           "A. one\nB. two\nC. three\n\nAnswer: a or b maybe\nYour output: ")
+    # the template's slots get the question, upstream's option list and the reply
+    assert judge.requests[0].messages[-1]["content"] == (
+        "Synthetic extractor, none = E.\nQuestion: How many objects are red??\nOptions: There are several "
+        "options: \nA. one\nB. two\nC. three\n\nAnswer: a or b maybe\nYour output: ")
+    assert result["judge_template_sha256"] is not None
 
 
 def test_a_rule_failure_ends_the_group_before_the_judge(items):
@@ -93,7 +97,7 @@ def test_a_rule_failure_ends_the_group_before_the_judge(items):
     # scripted judge and raise).
     predictions = dict(PREDICTIONS, **{"1000003": "no idea", "2000003": "C"})
     judge = ScriptedJudge(["C"])
-    result = mmbench.score(items, predictions, judge=judge)
+    result = mmbench.score(items, predictions, judge=judge, judge_template=TEMPLATE_E)
     assert result["circular_acc"] == pytest.approx(1 / 3) and result["vanilla_acc"] == pytest.approx(1.0)
     assert result["judge_calls"] == 1
     assert next(r for r in result["per_item"] if r["id"] == 1000003)["source"] == "skipped"
@@ -101,9 +105,9 @@ def test_a_rule_failure_ends_the_group_before_the_judge(items):
 
 def test_vlmevalkit_and_exact_matching(items):
     judge = ScriptedJudge(["C"])
-    result = mmbench.score(items, PREDICTIONS, protocol="vlmevalkit", judge=judge)
+    result = mmbench.score(items, PREDICTIONS, protocol="vlmevalkit", judge=judge, judge_template=TEMPLATE_Z)
     assert result["circular_acc"] == pytest.approx(2 / 3) and result["vanilla_acc"] == pytest.approx(1.0)
-    assert "output Z." in judge.requests[0].messages[-1]["content"]
+    assert judge.requests[0].messages[-1]["content"].startswith("Synthetic extractor, none = Z.")
     # no judge: Q3 rotation 0 becomes Z (wrong), so Q3 fails in both evaluations
     exact = mmbench.score(items, PREDICTIONS, protocol="exact_matching")
     assert exact["circular_acc"] == pytest.approx(1 / 3) and exact["vanilla_acc"] == pytest.approx(2 / 3)
@@ -146,7 +150,8 @@ def test_letter_rules_vlmevalkit():
 def test_seeded_random_fallback_is_deterministic(items):
     never_sure = lambda request: "I am not sure"  # noqa: E731
     unreadable = {k: "no idea" for k in PREDICTIONS}
-    runs = [mmbench.score(items, unreadable, judge=ScriptedJudge(never_sure), seed=7) for _ in range(2)]
+    runs = [mmbench.score(items, unreadable, judge=ScriptedJudge(never_sure), judge_template=TEMPLATE_E, seed=7)
+            for _ in range(2)]
     picks = [[(r["pred"], r["source"]) for r in run["per_item"]] for run in runs]
     assert picks[0] == picks[1]
     drawn = [pred for pred, source in picks[0] if source == "random"]
@@ -188,11 +193,33 @@ def test_llava_all_rounds(tmp_path):
 def test_missing_rows_and_unknown_protocol(items):
     partial = {k: v for k, v in PREDICTIONS.items() if k != "1000002"}
     with pytest.raises(ValueError, match="1000002"):
-        mmbench.score(items, partial, judge=ScriptedJudge(["C"]))
-    dropped = mmbench.score(items, partial, judge=ScriptedJudge(["C"]), only_answered=True)
+        mmbench.score(items, partial, judge=ScriptedJudge(["C"]), judge_template=TEMPLATE_E)
+    dropped = mmbench.score(items, partial, judge=ScriptedJudge(["C"]), judge_template=TEMPLATE_E, only_answered=True)
     assert dropped["n_groups"] == 2 and dropped["circular_acc"] == 1.0  # Q2 dropped whole
     with pytest.raises(ValueError, match="unknown protocol"):
         mmbench.build_model_prompts(items, protocol="lmms")
+    with pytest.raises(ValueError, match="judge_template"):
+        mmbench.score(items, PREDICTIONS, judge=ScriptedJudge(["C"]))
+
+
+def test_judge_template_is_read_from_the_script(tmp_path, items):
+    # lmms-eval keeps the prompt in a method; the file is parsed with ast and never run
+    (tmp_path / "mmbench").mkdir(exist_ok=True)
+    script = tmp_path / "mmbench" / "mmbench_evals.py"
+    script.write_text("raise SystemExit('parse me, do not run me')\n"
+                      "class MMBench_Evaluator:\n"
+                      "    def build_prompt(self, question, options, prediction):\n"
+                      f"        tmpl = ({TEMPLATE_E[:31]!r}\n"
+                      f"                {TEMPLATE_E[31:]!r})\n"
+                      "        return tmpl.format(question, options, prediction)\n")
+    assert mmbench.load_judge_template(script) == TEMPLATE_E
+    write_tsv(tmp_path)
+    mmbench.write_answers(tmp_path / "answers.jsonl", PREDICTIONS)
+    result = mmbench.score_file(tmp_path / "answers.jsonl", tmp_path, verify_hash=False, judge=ScriptedJudge(["C"]))
+    assert result["circular_acc"] == pytest.approx(2 / 3) and result["judge_calls"] == 1
+    (tmp_path / "bad.py").write_text("def build_prompt():\n    tmpl = 'only {} one slot'\n")
+    with pytest.raises(ValueError, match="3 '{}' slots"):
+        mmbench.load_judge_template(tmp_path / "bad.py")
 
 
 REAL_DATA = os.environ.get("MMALIGN_BENCH_DATA")

@@ -2,7 +2,6 @@
 each, empty-but-present train files and a 6-line synonyms excerpt. Expected values are worked out in the
 comments; the rule path must give them with the rule lemmatiser and (when present) with WordNet."""
 import base64
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +14,9 @@ from mmalign_utils.bench.nlp import (DEBIAN_WORDNET_DIR, _nltk_importable, appro
                                      prepare_wordnet_from_debian, wordnet_lemmatizer)
 from mmalign_utils.judges.base import ScriptedJudge
 
+# A synthetic stand-in for RLHF-V's prompt_template (the official text is not shipped), same placeholders.
+SYNTHETIC_PROMPT = ("Synthetic extractor.\n<image> {question}\n[Start of Examiner's Answer]\n\n{answer}\n\n"
+                    "[End of Examiner's Answer]\nList the visible objects as a JSON list.")
 SYNONYMS = [
     "person, girl, boy, man, woman, people, child",
     "dog, puppy, pup, canine",
@@ -124,7 +126,8 @@ def test_gpt_path_with_scripted_judge(tmp_path, synonyms):
         return replies[answer]
 
     judge = ScriptedJudge(reply)
-    result = objhal.score(items, RESPONSES, protocol="gpt", judge=judge, synonyms=synonyms, nlp=toolkit)
+    result = objhal.score(items, RESPONSES, protocol="gpt", judge=judge, synonyms=synonyms, nlp=toolkit,
+                          extraction_prompt=SYNTHETIC_PROMPT)
     assert result["judge_calls"] == 2  # "A cat." has <= 3 words: no call, no objects
     # response 0: dog, man -> person, dining table (double word); response 1: toilet (from "toilet seat"), chair
     # de-duplicated -> mentions 3 + 2, hallucinated 1 (chair once)
@@ -139,18 +142,25 @@ def test_gpt_path_with_scripted_judge(tmp_path, synonyms):
 def test_gpt_path_unreadable_reply_counts_as_unparsed(tmp_path, synonyms):
     items = objhal.load(write_data(tmp_path), verify_hash=False, nlp=approximate_toolkit())
     judge = ScriptedJudge(lambda request: "I see a dog and a man")
-    result = objhal.score(items, RESPONSES, protocol="gpt", judge=judge, synonyms=synonyms, nlp=approximate_toolkit())
+    result = objhal.score(items, RESPONSES, protocol="gpt", judge=judge, synonyms=synonyms, nlp=approximate_toolkit(),
+                          extraction_prompt=SYNTHETIC_PROMPT)
     assert result["unparsed"] == 2 and result["judge_calls"] == 6  # 3 tries for each of the 2 long responses
     assert result["coco_mentions"] == 0 and result["CHAIRs"] == 0.0
     with pytest.raises(ValueError, match="needs a judge"):
-        objhal.score(items, RESPONSES, protocol="gpt", synonyms=synonyms)
+        objhal.score(items, RESPONSES, protocol="gpt", synonyms=synonyms, extraction_prompt=SYNTHETIC_PROMPT)
+    with pytest.raises(ValueError, match="extraction_prompt"):
+        objhal.score(items, RESPONSES, protocol="gpt", synonyms=synonyms, judge=judge)
 
 
-def test_extraction_prompt_matches_the_reference_hash():
-    # benchmarks.md §12: "Object HalBench extraction prompt (912 chars)"
-    assert len(objhal.EXTRACTION_PROMPT) == 912
-    assert hashlib.sha256(objhal.EXTRACTION_PROMPT.encode()).hexdigest() == \
-        "9d732f9b73a3cc965bee6eb163b8e5248e58bd9d382eb583e9ece59933e2b580"
+def test_extraction_prompt_is_read_from_the_script_and_hash_checked(tmp_path):
+    script = tmp_path / "eval_gpt_obj_halbench.py"
+    script.write_text("raise SystemExit('parse me, do not run me')\n"
+                      f"prompt_template = {SYNTHETIC_PROMPT!r}\n")
+    assert objhal.load_extraction_prompt(script, verify_hash=False) == SYNTHETIC_PROMPT
+    with pytest.raises(BenchmarkDataError, match="not the known version"):  # §12: 912 chars, 9d732f9b...
+        objhal.load_extraction_prompt(script)
+    with pytest.raises(BenchmarkDataError, match="missing"):
+        objhal.load_extraction_prompt(tmp_path / "nowhere.py")
 
 
 def test_parse_object_list():
@@ -202,3 +212,6 @@ def test_real_files_pass_hash_checks():
     items = objhal.load(REAL_DATA, with_ground_truth=False)  # §12 hash of synonyms_refine.txt first
     assert len(items) == 300 and len({it["image_id"] for it in items}) == 300
     assert len(objhal.Synonyms.from_file(Path(REAL_DATA) / "objhal" / "synonyms_refine.txt").canonical) > 80
+    script = Path(REAL_DATA) / objhal.EXTRACTION_PROMPT_FILE
+    if script.exists():
+        assert len(objhal.load_extraction_prompt(script)) == 912  # hash-checked against §12

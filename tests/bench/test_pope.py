@@ -10,6 +10,13 @@ from mmalign_utils.bench import pope
 from mmalign_utils.bench.common import BenchmarkDataError, check_files
 from mmalign_utils.judges.base import ScriptedJudge
 
+# A synthetic stand-in for VLMEvalKit's yorn.py (its prompt text is not shipped): same function, same 2 slots.
+YORN_SCRIPT = (
+    "def YOrN_match_prompt(line):\n"
+    "    tmpl = ('Synthetic matcher: reply Yes, No or Unknown.\\n'\n"
+    "            'Question: {}?\\nAnswer: {}\\nYour output: ')\n"
+    "    return tmpl.format(line['question'], line['prediction'])\n"
+)
 LABELS = ["yes", "yes", "no", "no"]  # question_id 1..4 in every split
 ANSWERS = {
     "random": ["Yes, there is a dog.", "No.", "There is not a cat in the image.", "NO"],
@@ -108,7 +115,7 @@ def test_vlmevalkit_protocol_without_judge(items):
     assert result["judge"] is None and result["judge_calls"] == 0
 
 
-def test_vlmevalkit_protocol_with_scripted_judge(items):
+def test_vlmevalkit_protocol_with_scripted_judge(items, tmp_path):
     verdicts = {"There is not a cat in the image.": "No", "Nope": "No", "": "I cannot tell",
                 "Yes, but no cat": "Yes", "I don't think so": "No"}
 
@@ -116,14 +123,20 @@ def test_vlmevalkit_protocol_with_scripted_judge(items):
         prediction = request.messages[-1]["content"].rsplit("\nAnswer: ", 1)[1].split("\nYour output: ")[0]
         return verdicts[prediction]
 
+    (tmp_path / "yorn.py").write_text(YORN_SCRIPT)
+    template = pope.load_judge_template(tmp_path / "yorn.py")  # read with ast, never run
+    assert template == "Synthetic matcher: reply Yes, No or Unknown.\nQuestion: {}?\nAnswer: {}\nYour output: "
     judge = ScriptedJudge(reply)
-    result = pope.score(items, answers_for(), protocol="vlmevalkit", judge=judge)
+    with pytest.raises(ValueError, match="judge_template"):
+        pope.score(items, answers_for(), protocol="vlmevalkit", judge=judge)
+    result = pope.score(items, answers_for(), protocol="vlmevalkit", judge=judge, judge_template=template)
     # 4 Unknowns answered at once, "" stays Unknown after 5 tries: 4 + 5 = 9 calls
     assert result["judge_calls"] == 9 and len(judge.requests) == 9
     empty_tries = [r.temperature for r in judge.requests if "\nAnswer: \nYour output" in r.messages[-1]["content"]]
     assert empty_tries == [0.0, 0.5, 1.0, 1.5, 2.0]
-    # the prompt doubles POPE's question mark, as upstream's "Question: {}?"
-    assert "Question: Is there a dog in the image? 3?\n" in judge.requests[0].messages[-1]["content"]
+    # the template is filled with the question and the reply (upstream's "Question: {}?" doubles the "?")
+    assert judge.requests[0].messages[-1]["content"] == template.format("Is there a dog in the image? 3",
+                                                                        "There is not a cat in the image.")
     # random: yes, no, no, no vs yes, yes, no, no -> TP 1, FN 1, TN 2: P 1, R 0.5, F1 2/3, acc 3/4
     r = result["splits"]["random"]
     assert (r["tp"], r["fn"], r["tn"]) == (1, 1, 2) and r["acc"] == pytest.approx(0.75)
