@@ -372,7 +372,8 @@ def _attach_positions(tokens: list[Token], mentions: list[Mention], positions: l
                 break
         before = tokens[pos.first - 1].text if pos.first > 0 else "."
         # "In the center, there is ..." or a subject like "The bottom row contains two objects"
-        clause_initial = before in lx.CLAUSE_STARTS or (before == "the" and tokens[pos.last].text in lx.POSITION_SUFFIXES)
+        clause_initial = before in lx.CLAUSE_STARTS or (
+            before == "the" and tokens[pos.last].text in lx.POSITION_SUFFIXES)
         if target is None and clause_initial:
             for m in mentions:
                 if m.first_tok > pos.last:
@@ -511,7 +512,8 @@ def ground(text: str, scene: Scene) -> GroundingReport:
         # position is judged among the objects of the stated size when there are any, else among all candidates
         pool = [o for o in objs if o.size == m.size] if m.size is not None and size_ok else objs
         if not any((m.row is None or o.row == m.row) and (m.col is None or o.col == m.col) for o in pool):
-            wrong.append(WrongAttribute(m, "position", _position_name(m.row, m.col), sorted({o.position for o in pool})))
+            wrong.append(WrongAttribute(m, "position", _position_name(m.row, m.col),
+                                        sorted({o.position for o in pool})))
     covered = _cover(claims_for_coverage)
     return GroundingReport(mentions=mentions, correct=correct, hallucinated=hallucinated, wrong_attributes=wrong,
                            number_claims=numbers, negated=negated, false_negations=false_neg,

@@ -80,7 +80,8 @@ def _compare(chart: Chart, rng: random.Random) -> Draft:
                       label=label)
     core = f"Which bar is higher, the {a.color} one or the {b.color} one?"
     detail = f"The {higher.color} bar is higher than the {(b if higher is a else a).color} one."
-    return _draft(chart, rng, core, higher.color, detail, {"subtype": "bar_compare_which", "colors": [a.color, b.color]})
+    return _draft(chart, rng, core, higher.color, detail,
+                  {"subtype": "bar_compare_which", "colors": [a.color, b.color]})
 
 
 def _count_taller(chart: Chart, rng: random.Random) -> Draft:
