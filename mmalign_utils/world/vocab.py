@@ -172,3 +172,7 @@ SIZE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "large": ("large", "big", "huge", "giant"),
 }
 SIZE_WORDS: dict[str, str] = {w: s for s, words in SIZE_SYNONYMS.items() for w in words}
+
+# All word lists of the grounding checker in one place: {"shape"|"color"|"size": {canonical: words}}.
+SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {"shape": SHAPE_SYNONYMS, "color": COLOR_SYNONYMS,
+                                                   "size": SIZE_SYNONYMS}
