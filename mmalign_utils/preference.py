@@ -207,7 +207,9 @@ def _ranking(score: ScoreSpec) -> tuple[str, Callable[[Scores], float]]:
     raise ValueError(f"unknown score {score!r}: use 'quality', one of {list(ATTRIBUTES)}, or a function of the scores")
 
 
-def _pairs_for_prompt(values: Sequence[float], pairing: str, min_gap: float, rng: random.Random) -> list[tuple[int, int]]:
+def _pairs_for_prompt(
+    values: Sequence[float], pairing: str, min_gap: float, rng: random.Random
+) -> list[tuple[int, int]]:
     if pairing == "all_pairs":
         return [(i, j) for i in range(len(values)) for j in range(len(values)) if values[i] - values[j] >= min_gap]
     best = first_argmax(values)
@@ -632,7 +634,8 @@ def dataset_card(
         words = _answer_words(ds)
         summary = [f"- mean answer length: {_fmt(_mean(words))} words"] if words else []
         if "quality" in ds.column_names:
-            summary.append(f"- mean quality (helpfulness + correctness + coherence): {_fmt(_mean(list(ds['quality'])))}")
+            mean_quality = _fmt(_mean(list(ds["quality"])))
+            summary.append(f"- mean quality (helpfulness + correctness + coherence): {mean_quality}")
         if summary:
             lines += ["## Answers", ""] + summary + [""]
     lines += ["## Columns", ""] + [f"- `{name}`: {_feature_name(feature)}" for name, feature in ds.features.items()]

@@ -299,7 +299,8 @@ def test_flip_labels_exact_fraction_swaps_everything_and_is_recorded():
     for before, after in zip(ds, flipped):
         if after["flipped"]:
             assert after["chosen"] == before["rejected"] and after["rejected"] == before["chosen"]
-            assert (after["chosen_index"], after["rejected_index"]) == (before["rejected_index"], before["chosen_index"])
+            assert (after["chosen_index"], after["rejected_index"]) == (before["rejected_index"],
+                                                                        before["chosen_index"])
             assert (after["chosen_quality"], after["rejected_quality"]) == (before["rejected_quality"],
                                                                             before["chosen_quality"])
             assert after["chosen_verbosity"] == before["rejected_verbosity"]
