@@ -83,7 +83,7 @@ def items_from(queries: list[dict], annotations: list[dict], image_root: Path) -
         ann = annotations[qid - 1]
         dimension, sub = _dimension(ann["type"])
         item = {"id": qid, "question": q["query"], "image": q["image"], "image_path": str(image_root / q["image"]),
-                "type": ann["type"], "dimension": dimension, "sub_dimension": sub}
+                "type": ann["type"], "dimension": dimension, "sub_dimension": sub, "category": dimension}
         if dimension == "generative":
             item["truth"], item["hallu"] = list(ann["truth"]), list(ann["hallu"])
         else:
@@ -337,6 +337,13 @@ def score(items: list[dict], answers: dict[str, str], *, protocol: str = DEFAULT
         result["discriminative"] = disc
         result["normalize"] = normalize
     result["unparsed"] = result.get("discriminative", {}).get("all", {}).get("unparsed", 0)
+    # the headline numbers also at the top level, where results tables pick up plain numbers
+    for key in ("CHAIR", "Cover", "Hal", "Cog"):
+        if "generative" in result:
+            result[key] = result["generative"][key]
+    for key in ("acc", "precision", "recall", "f1"):
+        if "discriminative" in result:
+            result[key] = result["discriminative"]["all"][key]
     if "generative" in result and "discriminative" in result:
         # AMBER Score as the paper defines it; the script does not print it (unverified).
         chair, f1 = result["generative"]["CHAIR"], result["discriminative"]["all"]["f1"]

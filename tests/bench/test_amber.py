@@ -93,6 +93,7 @@ def test_discriminative_no_is_positive(items):
 def test_amber_score_and_bookkeeping(items):
     result = score(items, RESPONSES)
     assert result["amber_score"] == pytest.approx(63.3)  # (100 - 40.0 + 66.6) / 2
+    assert (result["CHAIR"], result["Cog"], result["f1"], result["acc"]) == (40.0, 50.0, 66.6, 66.7)  # flat copies
     assert (result["n"], result["n_generative"], result["n_discriminative"], result["unparsed"]) == (7, 1, 6, 1)
     assert result["nlp"]["pos_tagger"] == "none (vocabulary lookup)" and result["fidelity"] == "approximate"
     assert result["nlp"]["similarity"] is None and result["normalize"] == "first_word"
