@@ -71,7 +71,7 @@ class LoggedRequest:
     n_images: int
     model: str
     started: float  # time.monotonic() when the request arrived
-    outcome: str = ""  # "reply", "error 429", "sleep", "malformed"; filled in after answering
+    outcome: str = ""  # "reply", "error 429", "sleep", "malformed", "unreadable request" (a truncated body)
     reply_text: str = ""
 
 
@@ -159,11 +159,17 @@ class FakeLLMServer:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b"{}"
+        path = handler.path.split("?")[0]
+        headers = {k.lower(): v for k, v in handler.headers.items()}
         try:
             body = json.loads(raw or b"{}")
-        except json.JSONDecodeError:
-            body = {}
-        path = handler.path.split("?")[0]
+        except (json.JSONDecodeError, UnicodeDecodeError):  # e.g. a client killed halfway through sending
+            with self._lock:
+                self.log.append(LoggedRequest(api="?", path=path, headers=headers, body={}, prompt_text="",
+                                              n_images=0, model="", started=time.monotonic(),
+                                              outcome="unreadable request"))
+            self._send(handler, 400, json.dumps({"error": {"code": 400, "message": "request body is not JSON"}}))
+            return
         gemini = re.search(r"/models/([^/:]+):generateContent$", path)
         if gemini:
             api, model = "gemini", gemini.group(1)
@@ -174,7 +180,7 @@ class FakeLLMServer:
         else:
             self._send(handler, 404, json.dumps({"error": {"code": 404, "message": f"no route {path}"}}))
             return
-        request = LoggedRequest(api=api, path=path, headers={k.lower(): v for k, v in handler.headers.items()},
+        request = LoggedRequest(api=api, path=path, headers=headers,
                                 body=body, prompt_text=prompt, n_images=n_images, model=model,
                                 started=time.monotonic())
         with self._lock:

@@ -67,10 +67,9 @@ def test_cache_key_separates_repeat_decoding_and_judge(tmp_path):
     cache = SQLiteJudgeCache(tmp_path / "c.sqlite")
     judge = ScriptedJudge(lambda r: f"call {len(judge.requests)}", cache=cache)
     base = JudgeRequest.from_prompt("same prompt")
-    texts = [judge.complete(r).text for r in (
-        base, JudgeRequest.from_prompt("same prompt", repeat=1), JudgeRequest.from_prompt("same prompt", temperature=0.7),
-        JudgeRequest.from_prompt("same prompt", max_tokens=5), JudgeRequest.from_prompt("same prompt", response_schema={"type": "object"}),
-        JudgeRequest.from_prompt("same prompt", tag="another tag"))]
+    variants = [{"repeat": 1}, {"temperature": 0.7}, {"max_tokens": 5}, {"response_schema": {"type": "object"}},
+                {"tag": "another tag"}]
+    texts = [judge.complete(r).text for r in [base] + [JudgeRequest.from_prompt("same prompt", **v) for v in variants]]
     # the last request differs only in its tag, which is not part of the key: a hit on the first
     assert texts == ["call 1", "call 2", "call 3", "call 4", "call 5", "call 1"]
     other = ScriptedJudge(["other judge"], judge_id="scripted:other", cache=cache)
@@ -169,7 +168,8 @@ def test_gemini_sends_key_header_images_schema_and_records_tokens(server, keys, 
 
 
 def test_gemini_maps_http_failures(server, keys):
-    judge = GeminiJudge("gemini-test", base_url=server.url, timeout_s=0.3)
+    judge = GeminiJudge("gemini-test", base_url=server.url, timeout_s=10)
+    impatient = GeminiJudge("gemini-test", base_url=server.url, timeout_s=0.3)  # only for the timeout case
     request = JudgeRequest.from_prompt("x")
     server.script.append(error(429, retry_after=2.5))
     with pytest.raises(TransientJudgeError) as info:
@@ -183,7 +183,7 @@ def test_gemini_maps_http_failures(server, keys):
         judge.complete(request)
     server.script.append(sleep_then_reply(1.0))
     with pytest.raises(TransientJudgeError):
-        judge.complete(request)
+        impatient.complete(request)
     server.script.append(error(400))
     with pytest.raises(JudgeError) as info:
         judge.complete(request)
@@ -216,12 +216,14 @@ def test_openai_sends_bearer_key_data_url_and_schema(server, keys):
 
 
 def test_openai_maps_http_failures_and_redacts(server, keys):
-    judge = OpenAICompatJudge("gpt-test", base_url=server.url + "/v1", timeout_s=0.3)
+    judge = OpenAICompatJudge("gpt-test", base_url=server.url + "/v1", timeout_s=10)
+    impatient = OpenAICompatJudge("gpt-test", base_url=server.url + "/v1", timeout_s=0.3)
     request = JudgeRequest.from_prompt("x")
-    for action in (error(429, retry_after=1), error(500), malformed(), sleep_then_reply(1.0)):
+    for action, client in ((error(429, retry_after=1), judge), (error(500), judge), (malformed(), judge),
+                           (sleep_then_reply(1.0), impatient)):
         server.script.append(action)
         with pytest.raises(TransientJudgeError):
-            judge.complete(request)
+            client.complete(request)
     server.script.append(error(403, message=f"bad key {KEY}"))
     with pytest.raises(JudgeConfigError) as info:
         judge.complete(request)
@@ -248,8 +250,9 @@ def test_backoff_delays_by_hand():
 
 
 def test_call_with_retries_against_server_honours_retry_after(server, keys):
-    judge = GeminiJudge("gemini-test", base_url=server.url, timeout_s=0.3)
-    server.script += [error(429, retry_after=0.25), error(500), sleep_then_reply(0.6), reply("finally")]
+    # the timeout is long enough for a loaded machine to answer the other requests in time
+    judge = GeminiJudge("gemini-test", base_url=server.url, timeout_s=1.0)
+    server.script += [error(429, retry_after=0.25), error(500), sleep_then_reply(2.0), reply("finally")]
     seen = []
     policy = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=1.0, jitter=0.0)
     result = call_with_retries(lambda: judge.complete(JudgeRequest.from_prompt("x")), policy,
@@ -295,7 +298,8 @@ def test_factory_specs(server, keys, tmp_path):
     assert make_judge("tests-fixed:hello").complete_text("q") == "hello"
 
 
-@pytest.mark.parametrize("spec, env", [("gemini:gemini-2.5-flash", "GEMINI_API_KEY"), ("openai:gpt-4o-mini", "OPENAI_API_KEY")])
+@pytest.mark.parametrize("spec, env", [("gemini:gemini-2.5-flash", "GEMINI_API_KEY"),
+                                       ("openai:gpt-4o-mini", "OPENAI_API_KEY")])
 def test_missing_key_names_the_env_var(monkeypatch, spec, env):
     monkeypatch.delenv(env, raising=False)
     with pytest.raises(JudgeConfigError, match=env):
@@ -336,6 +340,7 @@ def _tiny_llama():
     return LlamaForCausalLM(config).eval(), tokenizer
 
 
+@pytest.mark.slow  # imports transformers: several seconds on a busy machine
 def test_local_judge_is_greedy_and_counts_tokens():
     from mmalign_utils.judges.local import LocalTransformersJudge
 
@@ -353,6 +358,7 @@ def test_local_judge_is_greedy_and_counts_tokens():
         judge.complete(JudgeRequest.from_prompt("rate", images=[red_square()]))
 
 
+@pytest.mark.slow
 def test_local_judge_vision_path_hands_images_to_the_processor(tmp_path):
     from mmalign_utils.judges.local import LocalTransformersJudge
 

@@ -4,7 +4,8 @@ Specs:
   gemini:MODEL                   Gemini API, key from $GEMINI_API_KEY
   gemini:MODEL@URL               the same SDK against another endpoint
   openai:MODEL                   OpenAI, key from $OPENAI_API_KEY
-  openai:MODEL@URL               an OpenAI-compatible server, e.g. openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1
+  openai:MODEL@URL               an OpenAI-compatible server (vLLM, llama.cpp), e.g.
+                                 openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1
   local:PATH                     a causal LM saved with safetensors under PATH (text only), run in this process
   scripted:echo                  replies with the last user message (dry runs)
   scripted:const:TEXT            replies TEXT to everything

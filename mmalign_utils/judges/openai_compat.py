@@ -18,7 +18,8 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
 class OpenAICompatJudge(Judge):
-    """`OpenAICompatJudge("gpt-4o-mini")` or `OpenAICompatJudge("Qwen/Qwen2.5-7B-Instruct", "http://127.0.0.1:8000/v1")`.
+    """`OpenAICompatJudge("gpt-4o-mini")`, or a local server:
+    `OpenAICompatJudge("Qwen/Qwen2.5-7B-Instruct", "http://127.0.0.1:8000/v1")`.
 
     The key comes from `api_key_env`. A server on this machine (localhost) usually wants none: if the variable is
     unset there, the placeholder "EMPTY" is sent. `token_limit_field` is "max_completion_tokens" for OpenAI
