@@ -124,7 +124,7 @@ def cmd_score(args) -> int:
         from mmalign_utils.judges.factory import make_judge
 
         judge = make_judge(args.judge, cache_path=Path(args.artifacts_dir) / "judge_cache.sqlite")
-    kwargs = {}
+    kwargs = {name: parse_value(value) for name, value in (args.option or [])}
     if args.annotations:
         kwargs["annotations"] = args.annotations
     protocol = args.protocol or module.DEFAULT_PROTOCOL
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--protocol", help="scoring protocol (default: the paper's)")
     p_score.add_argument("--judge", help="judge spec, e.g. gemini:gemini-2.5-flash or openai:gpt-4o-mini")
     p_score.add_argument("--annotations", help="AlpacaEval: an annotations json to score instead of judging")
+    p_score.add_argument("-o", "--option", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                         help="extra keyword for the benchmark's score_file, e.g. -o verify_hash false, "
+                              "-o allow_missing true, -o question_file FILE, -o n_runs 3 (repeatable)")
     p_score.add_argument("--model", help="model name for results.csv (default: the answer file's name)")
     p_score.add_argument("--out", help="where to save the JSON (default: {artifacts}/scores/)")
     p_score.add_argument("--artifacts-dir", default="artifacts")

@@ -21,7 +21,7 @@ from mmalign_utils.world.grounding import is_scene_talk
 SUMMARY_METRICS = {
     "strict": "prompt_strict_acc",
     "loose": "prompt_loose_acc",
-    "instruction_strict": "instruction_strict_acc",
+    "instr_strict": "instruction_strict_acc",
     "coverage": "topic_coverage",
     "n_words": "mean_words",
     "scene_talk": "scene_talk_share",
@@ -45,6 +45,7 @@ def score_condition(prompts: Sequence, responses: Sequence[str], condition: str,
     """Per-prompt table for one condition (model, image or not) with the scene-talk flag added."""
     table = per_prompt_table(prompts, responses, tokenizer=tokenizer)
     table.insert(0, "condition", condition)
+    table["prompt"] = [p.prompt for p in prompts]
     table["scene_talk"] = [float(is_scene_talk(r)) for r in responses]
     table["response"] = list(responses)
     return table

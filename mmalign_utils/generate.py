@@ -72,6 +72,21 @@ def encode_batch(processor, conversations: Sequence[Conversation], device: str |
     return {k: v.to(device) for k, v in enc.items()}
 
 
+def length_sorted_batches(processor, conversations: Sequence[Conversation], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar prompt length (little padding), never mixing text-only and
+    image conversations in one batch."""
+    order = sorted(range(len(conversations)),
+                   key=lambda i: (len(conversations[i].images), len(render_prompt(processor, conversations[i]))))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                bool(conversations[batches[-1][-1]].images) == bool(conversations[i].images):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def _stop_ids(model, tok) -> list[int]:
     ids = {tok.eos_token_id}
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -103,18 +118,8 @@ def generate(
     device = next(model.parameters()).device
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    order = sorted(range(len(conversations)),
-                   key=lambda i: (len(conversations[i].images), len(render_prompt(processor, conversations[i]))))
     results: list[Any] = [None] * len(conversations)
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) == settings.batch_size
-                        or bool(conversations[current[-1]].images) != bool(conversations[i].images)):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
+    batches = length_sorted_batches(processor, conversations, settings.batch_size)
     desc = progress if isinstance(progress, str) else "generating"
     bar = tqdm(total=len(conversations), desc=desc, disable=not progress)
     stop = _stop_ids(model, tok)
@@ -138,3 +143,129 @@ def generate(
         bar.update(len(batch))
     bar.close()
     return results
+
+
+# ------------------------------------------------------------------------------------------------------------
+# k samples per prompt with the prompt encoded once
+
+
+def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+                 ) -> torch.Tensor:
+    """Temperature + nucleus sampling, the rule HF's TemperatureLogitsWarper + TopPLogitsWarper apply."""
+    logits = logits.float() / temperature
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest set reaching top_p
+        sorted_logits[remove] = float("-inf")
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def sample_k(
+    model,
+    processor,
+    conversations: Sequence[Conversation],
+    k: int = 4,
+    temperature: float = 1.2,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool | str = True,
+) -> list[list[str]]:
+    """k sampled answers per conversation, encoding each prompt (and its image) once.
+
+    HF's `generate(num_return_sequences=k)` copies every prompt k times before the forward pass, so the image
+    tower and the prompt run k times. Here the prompt is prefilled once, its KV cache is repeated k times, and
+    only the answers are decoded per sample. Defaults follow the paper's sampling (T 1.2, top-p unset).
+    """
+    from transformers import DynamicCache
+
+    tok = _tokenizer_of(processor)
+    device = next(model.parameters()).device
+    stop = torch.tensor(_stop_ids(model, tok), device=device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    batches = length_sorted_batches(processor, conversations, batch_size)
+    results: list[list[str]] = [[] for _ in conversations]
+    bar = tqdm(total=len(conversations), desc=progress if isinstance(progress, str) else "sampling",
+               disable=not progress)
+    for batch in batches:
+        enc = encode_batch(processor, [conversations[i] for i in batch], device)
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = model(**enc, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(k)
+        logits = out.logits[:, -1].repeat_interleave(k, dim=0)
+        mask = mask.repeat_interleave(k, dim=0)
+        next_pos = positions[:, -1:].repeat_interleave(k, dim=0) + 1
+        n = logits.shape[0]
+        tokens = torch.empty((n, 0), dtype=torch.long, device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            nxt = _sample_next(logits, temperature, top_p, generator).to(device)
+            nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            done |= torch.isin(nxt, stop)
+            if done.all():
+                break
+            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
+                        use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1]
+            next_pos = next_pos + 1
+        texts = [t.strip() for t in tok.batch_decode(tokens, skip_special_tokens=True)]
+        for j, i in enumerate(batch):
+            results[i] = texts[j * k:(j + 1) * k]
+        bar.update(len(batch))
+    bar.close()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------
+# closed-form answers by scoring the options
+
+
+@torch.inference_mode()
+def score_options(
+    model,
+    processor,
+    conversations: Sequence[Conversation],
+    options: Sequence[str],
+    batch_size: int = 16,
+    progress: bool | str = False,
+) -> list[int]:
+    """Index of the most likely option for each conversation, from one forward pass over the prompt.
+
+    Options are compared by the log-probability of their first token at the answer position (e.g. "Yes"/"No",
+    or "A".."D"), which is what greedy decoding would pick between them when the answer starts with one of them.
+    Options must start with different tokens; a clear error says so otherwise.
+    """
+    tok = _tokenizer_of(processor)
+    first_ids = []
+    for opt in options:
+        ids = tok(opt, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"option {opt!r} tokenizes to nothing")
+        first_ids.append(ids[0])
+    if len(set(first_ids)) != len(first_ids):
+        raise ValueError(f"options {list(options)} share a first token; score them by free generation instead")
+    device = next(model.parameters()).device
+    picks: list[int] = [0] * len(conversations)
+    idx = torch.tensor(first_ids, device=device)
+    bar = tqdm(total=len(conversations), desc=progress if isinstance(progress, str) else "scoring options",
+               disable=not progress)
+    for batch in length_sorted_batches(processor, conversations, batch_size):
+        enc = encode_batch(processor, [conversations[i] for i in batch], device)
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1]
+        best = logits[:, idx].argmax(-1).tolist()
+        for j, i in enumerate(batch):
+            picks[i] = best[j]
+        bar.update(len(batch))
+    bar.close()
+    return picks

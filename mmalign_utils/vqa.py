@@ -16,7 +16,6 @@ from mmalign_utils.world import vocab
 _NUMBER_WORDS = {"zero": "0", "none": "0", "no": "0", "one": "1", "two": "2", "three": "3", "four": "4",
                  "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 _ARTICLES = {"a", "an", "the"}
-MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 
 
 def normalize_answer(text: str) -> str:
@@ -38,9 +37,13 @@ def mc_letter(text: str) -> str:
     return m.group(1).upper() if m else ""
 
 
-def is_correct(prediction: str, family: str, short_answer: str, answer_letter: str | None = None) -> bool:
+def is_correct(prediction: str, family: str, short_answer: str, answer_letter: str | None = None,
+               accepted: Sequence[str] = ()) -> bool:
+    """`accepted` lists other answers the world counts as right (e.g. "big" for "large")."""
     if family == "multiple_choice" and answer_letter:
         return mc_letter(prediction) == answer_letter.upper()
+    if any(normalize_answer(prediction) == normalize_answer(a) for a in accepted):
+        return True
     gold = normalize_answer(short_answer)
     if gold in ("yes", "no"):
         return _first_word(prediction) == gold
@@ -81,7 +84,8 @@ def score_predictions(items: Sequence, predictions: Sequence[str]) -> pd.DataFra
             "id": item.id, "family": item.family, "kind": item.kind, "question": item.question,
             "gold": item.answer_letter if item.family == "multiple_choice" else item.short_answer,
             "prediction": pred,
-            "correct": is_correct(pred, item.family, item.short_answer, item.answer_letter),
+            "correct": is_correct(pred, item.family, item.short_answer, item.answer_letter,
+                                  (item.extra or {}).get("accepted", ())),
             "chance": 1.0 / size if size else float("nan"),
         })
     return pd.DataFrame(rows)

@@ -89,12 +89,8 @@ def answer_only_loss(model, batch: dict) -> torch.Tensor:
     logits, so only the labelled positions go through it.
     """
     labels = batch["labels"]
-    inner = model
-    # Unwrap PEFT (PeftModel -> LoraModel -> LlavaForConditionalGeneration).
-    while not hasattr(inner, "lm_head") and hasattr(inner, "base_model"):
-        inner = inner.base_model
-    if hasattr(inner, "model") and not hasattr(inner, "lm_head"):
-        inner = inner.model
+    # Under PEFT the LoRA layers are injected in place, so the unwrapped model runs with its adapters.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     out = inner.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       pixel_values=batch.get("pixel_values"))
     hidden = out.last_hidden_state[:, :-1]

@@ -43,8 +43,8 @@ def check_rewrite(rewrite: str, plain: str, scene, kind: str) -> str:
         report = ground(rewrite, scene)
         if report.hallucinated:
             return "hallucinated object"
-        if report.wrong_attributes:
-            return "wrong attribute"
+        if report.wrong_attributes or report.false_negations or any(not c.correct for c in report.number_claims):
+            return "wrong attribute or number"
         plain_covered = set(map(str, ground(plain, scene).objects_covered))
         if not plain_covered <= set(map(str, report.objects_covered)):
             return "dropped objects"
@@ -53,7 +53,7 @@ def check_rewrite(rewrite: str, plain: str, scene, kind: str) -> str:
         colours = {w for w in re.findall(r"[a-z]+", rewrite.lower())}
         if not plain_colours <= colours:
             return "dropped colours"
-        chart_colours = set(getattr(scene, "colors", ()) or ())
+        chart_colours = {series.color for series in scene.series}
         named = {c for c in colours if c in _COLOURS}
         if chart_colours and not named <= chart_colours:
             return "wrong colour"

@@ -27,10 +27,10 @@ from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.train.lm_batches import ChatExample, answer_only_loss, collate
 from mmalign_utils.train.longform import write_longform
 from mmalign_utils.train.vision_pretrain import VisionPretrainConfig, pretrain_vision_tower
-from mmalign_utils.vqa import MC_SUFFIX, score_predictions
+from mmalign_utils.vqa import score_predictions
 from mmalign_utils.world import vocab
 from mmalign_utils.world.charts import generate_chart, render_chart
-from mmalign_utils.world.qa import SHORT_ANSWER_SUFFIX, make_items
+from mmalign_utils.world.qa import make_items, with_mc_suffix, with_short_suffix
 from mmalign_utils.world.render import render_scene
 from mmalign_utils.world.scenes import generate_scene
 
@@ -75,11 +75,9 @@ class VITConfig:
 
 
 def _question_text(item) -> str:
-    """The user text of a short-answer turn, exactly as in training and evaluation."""
-    if item.family == "multiple_choice":
-        options = "\n".join(f"{chr(65 + i)}. {opt}" for i, opt in enumerate(item.options))
-        return f"{item.question}\n{options}\n{MC_SUFFIX}"
-    return f"{item.question}\n{SHORT_ANSWER_SUFFIX}"
+    """The user text of a short-answer turn, exactly as in training and evaluation (the multiple-choice
+    question already lists its options, as LLaVA's MMBench prompt does)."""
+    return with_mc_suffix(item.question) if item.family == "multiple_choice" else with_short_suffix(item.question)
 
 
 def _short_answer(item) -> str:

@@ -1,0 +1,57 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from mmalign_utils.cli import parse_value, resolve_notebook
+from mmalign_utils.config import RunContext, get_profile
+from mmalign_utils.results import RESULT_COLUMNS, ResultRow, append_results, bootstrap_ci, read_results
+
+
+def test_append_results_writes_header_once_and_keeps_columns(tmp_path):
+    path = tmp_path / "results.csv"
+    append_results(path, [ResultRow("01", "m", "b", "s", "acc", 0.5, 10)])
+    append_results(path, [{"notebook": "02", "model": "m2", "benchmark": "b", "metric": "acc", "value": 1.0}])
+    rows = list(csv.reader(open(path)))
+    assert rows[0] == list(RESULT_COLUMNS)
+    assert len(rows) == 3 and rows[2][0] == "02"
+    df = read_results(path)
+    assert list(df.value) == [0.5, 1.0]
+
+
+def test_append_results_rejects_unknown_or_missing_columns(tmp_path):
+    with pytest.raises(ValueError, match="unknown result columns"):
+        append_results(tmp_path / "r.csv", [{"notebook": "x", "model": "m", "benchmark": "b", "metric": "m",
+                                             "value": 1, "colour": "red"}])
+    with pytest.raises(ValueError, match="lacks"):
+        append_results(tmp_path / "r.csv", [{"notebook": "x", "value": 1}])
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
+    x = np.r_[np.zeros(50), np.ones(50)]
+    mean, lo, hi = bootstrap_ci(x, seed=1)
+    assert mean == 0.5 and lo < 0.5 < hi
+    # The normal approximation of the 95% interval is 0.5 +- 1.96 * 0.05 = [0.402, 0.598].
+    assert abs(lo - 0.402) < 0.03 and abs(hi - 0.598) < 0.03
+    assert bootstrap_ci(x, seed=1) == (mean, lo, hi)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+def test_run_context_paths_and_profiles(tmp_path):
+    ctx = RunContext(profile="toy", smoke=True, seed=3, artifacts_dir=tmp_path)
+    assert ctx.variant == "toy-smoke"
+    assert ctx.shared_path("toy_llava") == tmp_path / "toy-smoke" / "toy_llava"
+    assert ctx.results_csv == tmp_path / "results.csv"
+    assert get_profile("paper").mllm == "llava-hf/llava-1.5-13b-hf"
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("huge")
+
+
+def test_cli_parses_papermill_values_and_finds_notebooks():
+    assert parse_value("true") is True and parse_value("False") is False
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("none") is None
+    assert parse_value("toy") == "toy"
+    assert resolve_notebook("01").name == "01_degradation_analysis.ipynb"
+    with pytest.raises(SystemExit, match="no notebook"):
+        resolve_notebook("99")
