@@ -1,0 +1,1 @@
+"""ShapesWorld editions of the benchmarks (see docs/benchmarks_shapes.md)."""
