@@ -35,8 +35,8 @@ def test_each_split_is_balanced_and_labels_match_the_scene(items):
 
 
 def test_yes_questions_are_the_same_in_every_split(items):
-    yes = {split: [(it["scene"]["seed"], it["question"]) for it in items if it["split"] == split and it["label"] == "yes"]
-           for split in ("random", "popular", "adversarial")}
+    yes = {split: [(it["scene"]["seed"], it["question"]) for it in items
+                   if it["split"] == split and it["label"] == "yes"] for split in ("random", "popular", "adversarial")}
     assert yes["random"] == yes["popular"] == yes["adversarial"]
 
 

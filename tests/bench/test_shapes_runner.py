@@ -64,6 +64,20 @@ def test_closed_questions_are_answered_by_option_scoring(fake):
     assert "option scoring" in scores["shapes-pope"]["protocol"]
 
 
+def test_options_go_to_the_scorer_in_first_token_order():
+    class Tokenizer:  # "No" < "no" < "Yes" < "yes" by id, as in no real vocabulary: only the order matters
+        ids = {"Yes": 30, "No": 10, "yes": 40, "no": 20}
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [self.ids[text], 99]}
+
+    class Processor:
+        tokenizer = Tokenizer()
+
+    options, owner = runner.in_first_token_order(Processor(), ["Yes", "No", "yes", "no"], ["Yes", "No", "Yes", "No"])
+    assert options == ["No", "no", "Yes", "yes"] and owner == ["No", "No", "Yes", "Yes"]
+
+
 def test_generate_mode_parses_free_text_with_the_official_rules(fake):
     scores = runner.evaluate(None, None, editions=["shapes-pope"], n_per_split=4, answer_mode="generate")
     assert not fake.scored

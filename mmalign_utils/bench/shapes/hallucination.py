@@ -277,8 +277,7 @@ def score_amber(items: list[dict], answers: dict, judge=None) -> dict:
         if not in_dim:
             continue
         m = official["discriminative"][name]
-        correct = [float((r["label"] == "yes" and r["answer"] == "Yes") or (r["label"] != "yes" and r["answer"] == "No"))
-                   for r in in_dim]
+        correct = [float(r["answer"] == ("Yes" if r["label"] == "yes" else "No")) for r in in_dim]
         pairs = [[r["label"] != "yes", r["answer"] == "No"] for r in in_dim]
         metrics += [metric(f"discriminative-{name}", "acc", m["acc"], m["n"], correct, "mean", 100),
                     metric(f"discriminative-{name}", "f1", m["f1"], m["n"], pairs, "f1", 100)]

@@ -145,8 +145,8 @@ def score_llavabench(items: list[dict], answers: dict, judge: Judge | None = Non
     if attaching is not None:
         for it in items:
             if it["id"] in answers:
-                text = llavabench.review_content(it, answers[it["id"]], LLAVABENCH_RULES[f"llava_bench_{it['category']}"],
-                                                 "llava")
+                rule = LLAVABENCH_RULES[f"llava_bench_{it['category']}"]
+                text = llavabench.review_content(it, answers[it["id"]], rule, "llava")
                 attaching.expect(text, {"task": "shapes_llavabench", "question": it["question"],
                                         "answer": answers[it["id"]], "item": it["oracle_item"]})
     official = llavabench.score(items, answers, protocol="llava", judge=judge, rules=LLAVABENCH_RULES)

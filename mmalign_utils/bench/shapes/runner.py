@@ -9,7 +9,9 @@ Answering follows each original benchmark's format: the prompts come from the of
 question for the open-ended sets). Closed questions (yes/no, multiple choice) are answered by default by scoring
 the options in one forward pass (`generate.score_options`: the option whose first token is most likely, over
 "Yes"/"No" and "yes"/"no", or the letters); `answer_mode="generate"` generates greedily instead, as the originals
-did, and the official scorer parses the text. Open questions are always answered by greedy generation.
+did, and the official scorer parses the text. Open questions are always answered by greedy generation. Options
+are scored in the order of their first token's id, so that tied logits resolve as greedy decoding resolves them
+(see `in_first_token_order`).
 """
 from __future__ import annotations
 
@@ -56,6 +58,21 @@ def _conversation(request: AnswerRequest, images: _Images) -> Conversation:
     return Conversation.user(request.text, images(request.scene))
 
 
+def in_first_token_order(processor, options: list[str], owner: list[str]) -> tuple[list[str], list[str]]:
+    """Options (and the choice each stands for) sorted by the id of their first token.
+
+    `score_options` takes the first maximum among the options' logits, greedy decoding the first maximum over
+    the whole vocabulary, i.e. the lowest token id. Low-precision logits tie often (bf16 has steps of 0.25 near a
+    logit of 34: on the smoke toy LLaVA a third of the yes/no logits were exactly equal), so only options in
+    token-id order make a tie go where greedy decoding goes."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if not callable(tokenizer):
+        return options, owner
+    first = [(tokenizer(o, add_special_tokens=False)["input_ids"] or [-1])[0] for o in options]
+    order = sorted(range(len(options)), key=lambda i: first[i])
+    return [options[i] for i in order], [owner[i] for i in order]
+
+
 def _answer_closed_by_scoring(model, processor, requests: list[AnswerRequest], images: _Images, batch_size: int,
                               progress: bool) -> dict[Any, str]:
     answers: dict[Any, str] = {}
@@ -63,13 +80,14 @@ def _answer_closed_by_scoring(model, processor, requests: list[AnswerRequest], i
     for r in requests:
         groups[(r.choices, tuple(r.choice_aliases.items()))].append(r)
     for (choices, aliases), group in groups.items():
-        options = list(choices) + [a for _, spellings in aliases for a in spellings]
-        owner = list(choices) + [c for c, spellings in aliases for _ in spellings]
+        spelled = list(choices) + [a for _, spellings in aliases for a in spellings]
+        meant = list(choices) + [c for c, spellings in aliases for _ in spellings]
+        options, owner = in_first_token_order(processor, spelled, meant)
         convs = [_conversation(r, images) for r in group]
         try:
             picks = score_options(model, processor, convs, options, batch_size=batch_size, progress=progress)
         except ValueError:  # an alias shares its first token with a choice: compare the choices alone
-            options, owner = list(choices), list(choices)
+            options, owner = in_first_token_order(processor, list(choices), list(choices))
             picks = score_options(model, processor, convs, options, batch_size=batch_size, progress=progress)
         for r, pick in zip(group, picks):
             answers[r.id] = owner[pick]
