@@ -1,0 +1,339 @@
+"""What every alignment recipe shares: the LoRA config, the optimiser groups, precision, data and saving.
+
+- `build_lora_config`: LoRA on every nn.Linear of the language model (q/k/v/o/gate/up/down for Llama), never on
+  lm_head, the projector or the vision tower; the projector as a PEFT `modules_to_save` copy by default.
+- `ProjectorLRMixin`: a Trainer mixin whose optimiser has the LoRA weights at `learning_rate` and the projector
+  at its own `projector_learning_rate` (TRL has no per-module learning rate). The scheduler scales both groups.
+- `resolve_precision`: bf16 autocast on GPU; on CPU `use_cpu=True` with bf16 autocast unless fp32 is asked for.
+- `training_arguments`: the Trainer/TRL config keywords of a recipe.
+- `save_adapter_and_merged`: the LoRA adapter (+ projector) and the merged model (save_mllm format).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig
+
+from mmalign_utils.train.recipes import SMOKE_ROWS, SMOKE_STEPS, Recipe
+
+LANGUAGE_MODEL_KEY = "language_model"
+PROJECTOR_KEY = "multi_modal_projector"
+VISION_KEY = "vision_tower"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# LoRA targets.
+
+def language_model_linear_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of the nn.Linear layers inside the language model (e.g. q_proj ... down_proj for Llama)."""
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and f".{LANGUAGE_MODEL_KEY}." in f".{name}"}
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear under a '{LANGUAGE_MODEL_KEY}' module; "
+                         "the recipes expect a LLaVA-style model (model.language_model)")
+    return sorted(names)
+
+
+def lora_target_regex(model: torch.nn.Module) -> str:
+    """A PEFT target regex (full match) for every language-model linear layer and nothing else."""
+    leaves = "|".join(re.escape(n) for n in language_model_linear_names(model))
+    return rf"(?:.*\.)?{LANGUAGE_MODEL_KEY}\..*\.(?:{leaves})"
+
+
+def build_lora_config(model: torch.nn.Module, recipe: Recipe) -> LoraConfig:
+    spec = recipe.lora
+    return LoraConfig(
+        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, bias="none",
+        target_modules=lora_target_regex(model),
+        modules_to_save=[PROJECTOR_KEY] if spec.projector == "modules_to_save" else None,
+    )
+
+
+def unfreeze_projector_outside_peft(peft_model: torch.nn.Module) -> int:
+    """The paper's layout (lora.projector 'outside'): after PEFT froze the base, make the projector trainable."""
+    count = 0
+    for name, param in peft_model.named_parameters():
+        if PROJECTOR_KEY in name and "lora_" not in name:
+            param.requires_grad_(True)
+            count += param.numel()
+    return count
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Optimiser groups.
+
+def param_groups(model: torch.nn.Module, learning_rate: float, projector_learning_rate: float,
+                 weight_decay: float, decay_names: set[str] | None = None) -> list[dict]:
+    """Optimiser groups: LoRA (decay / no decay) at learning_rate, projector (decay / no decay) at its own rate.
+
+    Each group has a "group" key naming it (torch keeps extra keys); empty groups are left out. The LoRA group
+    comes first, so the learning rate the Trainer logs is the LoRA one.
+    """
+    buckets: dict[tuple[str, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        kind = "projector" if PROJECTOR_KEY in name else "lora"
+        decay = decay_names is None or name in decay_names
+        buckets.setdefault((kind, decay), []).append(param)
+    groups = []
+    for kind in ("lora", "projector"):
+        for decay in (True, False):
+            params = buckets.get((kind, decay))
+            if params:
+                groups.append({"params": params, "group": f"{kind}{'' if decay else '_no_decay'}",
+                               "lr": learning_rate if kind == "lora" else projector_learning_rate,
+                               "weight_decay": weight_decay if decay else 0.0})
+    return groups
+
+
+def describe_param_groups(groups: list[dict]) -> list[dict]:
+    """Name, learning rate, weight decay and parameter count of each group (for reports and the dry run)."""
+    return [{"group": g["group"], "lr": g["lr"], "weight_decay": g["weight_decay"],
+             "params": sum(p.numel() for p in g["params"]), "tensors": len(g["params"])} for g in groups]
+
+
+NON_LORA_FILE = "non_lora_trainables.safetensors"  # the paper's non_lora_trainables.bin, as safetensors
+
+
+def outside_trainables(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable weights PEFT does not save itself: neither LoRA nor a modules_to_save copy ('outside' projector)."""
+    return {name: param for name, param in model.named_parameters()
+            if param.requires_grad and "lora_" not in name and "modules_to_save" not in name}
+
+
+class ProjectorLRMixin:
+    """Put before the TRL trainer class: `class T(ProjectorLRMixin, DPOTrainer)`.
+
+    - the optimiser gets the LoRA weights at `learning_rate` and the projector at `projector_learning_rate`;
+    - checkpoints also hold the trainable weights PEFT does not save (the 'outside' projector), and resuming
+      loads them back, so a resumed run continues from the same weights.
+    """
+
+    projector_learning_rate: float | None = None
+
+    def create_optimizer(self, model=None):
+        opt_model = self.model if model is None else model
+        if self.optimizer is None and self.projector_learning_rate is not None:
+            decay = set(self.get_decay_parameter_names(opt_model))
+            groups = param_groups(opt_model, self.args.learning_rate, self.projector_learning_rate,
+                                  self.args.weight_decay, decay)
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)  # group lrs override the default lr
+        return super().create_optimizer(model)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        extra = outside_trainables(self.accelerator.unwrap_model(self.model))
+        if extra and self.args.should_save:
+            from safetensors.torch import save_file
+
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, str(folder / NON_LORA_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / NON_LORA_FILE
+        if path.is_file():
+            from safetensors.torch import load_file
+
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            params = dict(target.named_parameters())
+            for name, tensor in load_file(str(path)).items():
+                if name not in params:
+                    raise KeyError(f"{path}: weight {name!r} is not in the model being resumed")
+                params[name].data.copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Precision and training arguments.
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_precision(recipe: Recipe) -> dict[str, Any]:
+    """TrainingArguments keywords for the compute dtype: bf16/fp16 autocast, use_cpu on a machine without GPU."""
+    precision = recipe.hardware.precision
+    cuda = has_cuda()
+    if precision == "auto":
+        precision = "bf16" if (not cuda or torch.cuda.is_bf16_supported()) else "fp16"
+    if precision == "fp16" and not cuda:
+        raise ValueError("hardware.precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
+
+
+def resolve_weights_dtype(recipe: Recipe) -> torch.dtype:
+    """dtype of the frozen base weights: bf16 whenever the compute is bf16 (halves their memory), else fp32."""
+    choice = recipe.hardware.weights_dtype
+    if choice == "auto":
+        kwargs = resolve_precision(recipe)
+        choice = "bf16" if kwargs["bf16"] else ("fp16" if kwargs["fp16"] else "fp32")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+
+
+def training_arguments(recipe: Recipe) -> dict[str, Any]:
+    """Keywords shared by SFTConfig and DPOConfig for this recipe."""
+    o, h = recipe.optim, recipe.hardware
+    smoke = {}
+    if recipe.smoke:
+        smoke = {"max_steps": SMOKE_STEPS, "per_device_train_batch_size": min(2, o.per_device_batch_size),
+                 "gradient_accumulation_steps": 1, "warmup_steps": 0.0, "logging_steps": 1}
+    return {
+        "output_dir": recipe.output_dir,
+        "num_train_epochs": o.epochs,
+        "max_steps": o.max_steps,
+        "per_device_train_batch_size": o.per_device_batch_size,
+        "gradient_accumulation_steps": o.gradient_accumulation_steps,
+        "learning_rate": o.learning_rate,
+        "lr_scheduler_type": o.lr_scheduler,
+        "warmup_steps": o.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        "weight_decay": o.weight_decay,
+        "max_grad_norm": o.max_grad_norm,
+        "max_length": o.max_length,
+        "activation_checkpointing": h.gradient_checkpointing,
+        "dataloader_num_workers": h.dataloader_num_workers,
+        "logging_steps": recipe.logging_steps,
+        "save_steps": recipe.save_steps,
+        "save_total_limit": recipe.save_total_limit,
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+        "report_to": "none",
+        **resolve_precision(recipe),
+        **smoke,
+    }
+
+
+def checkpoint_to_resume(recipe: Recipe) -> str | None:
+    """The checkpoint folder to resume from: the recipe's, or the newest under output_dir for "latest"."""
+    value = recipe.resume_from_checkpoint
+    if value is None:
+        return None
+    if value == "latest":
+        checkpoints = sorted(Path(recipe.output_dir).glob("checkpoint-*"),
+                             key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        if not checkpoints:
+            raise FileNotFoundError(f"resume_from_checkpoint 'latest': no checkpoint-* folder under {recipe.output_dir}")
+        return str(checkpoints[-1])
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"resume_from_checkpoint {value}: not a Trainer checkpoint (no trainer_state.json)")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Models and data.
+
+def load_model_for_training(recipe: Recipe, model=None, processor=None) -> tuple[Any, Any]:
+    """The starting MLLM (weights in resolve_weights_dtype) and its processor, unless both are given."""
+    if model is not None and processor is not None:
+        return model, processor
+    from mmalign_utils.models import load_mllm
+
+    if not recipe.model:
+        raise ValueError("the recipe names no model: set `model` to a saved model folder or a llava-hf hub id")
+    model, processor = load_mllm(recipe.model, dtype=resolve_weights_dtype(recipe))
+    return model, processor
+
+
+def load_train_dataset(recipe: Recipe, dataset=None):
+    """The training rows: a given Dataset, or `recipe.train_data` read with load_from_disk; capped by
+    max_train_samples."""
+    from datasets import Dataset, load_from_disk
+
+    if dataset is None:
+        if not recipe.train_data:
+            raise ValueError("the recipe names no train_data: set it to a datasets.save_to_disk folder")
+        path = Path(recipe.train_data)
+        if not (path / "dataset_info.json").is_file() and not (path / "state.json").is_file():
+            raise FileNotFoundError(f"train_data {path} is not a datasets.save_to_disk folder (build it with "
+                                    "mmalign_utils.preference.build_* and save_dataset)")
+        dataset = load_from_disk(str(path))
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"expected a datasets.Dataset, got {type(dataset).__name__}")
+    cap = min(recipe.max_train_samples or len(dataset), SMOKE_ROWS if recipe.smoke else len(dataset))
+    if cap < len(dataset):
+        dataset = dataset.select(range(cap))
+    if len(dataset) == 0:
+        raise ValueError(f"train_data {recipe.train_data or '(given dataset)'} has no rows")
+    return dataset
+
+
+def finalize_trainable(trainer, recipe: Recipe) -> None:
+    """After the trainer wrapped the model in PEFT: the paper's 'outside' projector, and fp32 trainable weights.
+
+    A base model loaded in bf16 gives a bf16 copy of the projector in modules_to_save; AdamW on bf16 weights
+    loses small updates, so trainable weights are kept in fp32 (autocast runs the matmuls in bf16). Under
+    DeepSpeed the engine keeps fp32 master weights itself and ZeRO-3 needs one dtype, so nothing changes there.
+    """
+    if recipe.lora.projector == "outside":
+        unfreeze_projector_outside_peft(trainer.model)
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        for param in trainer.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+
+
+@dataclass
+class RunResult:
+    """What a training run returns: where it saved, the final metrics, the log and the parameter counts."""
+
+    output_dir: str
+    outputs: dict[str, str] = field(default_factory=dict)  # adapter / merged folders
+    metrics: dict[str, float] = field(default_factory=dict)
+    log_history: list[dict] = field(default_factory=list)
+    parameters: dict[str, int] = field(default_factory=dict)
+    trainer: Any = None
+
+
+def trainable_summary(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts, split by part (lora, projector, other)."""
+    out = {"trainable": 0, "total": 0, "lora": 0, "projector": 0, "other_trainable": 0}
+    for name, param in model.named_parameters():
+        out["total"] += param.numel()
+        if param.requires_grad:
+            out["trainable"] += param.numel()
+            key = "lora" if "lora_" in name else "projector" if PROJECTOR_KEY in name else "other_trainable"
+            out[key] += param.numel()
+    return out
+
+
+def save_adapter_and_merged(peft_model, processor, output_dir: str | Path, merged: bool = True,
+                            recipe: Recipe | None = None) -> dict[str, str]:
+    """Write `adapter/` (PEFT: LoRA + projector) and, when merged, `merged/` (merge_and_unload, then save_mllm).
+
+    The merged folder loads with AutoModelForImageTextToText / models.load_mllm like any llava-hf model.
+    merge_and_unload changes the model in place, so call this at the end of a run.
+    """
+    from mmalign_utils.models import save_mllm
+    from mmalign_utils.train.recipes import dump_recipe
+
+    output_dir = Path(output_dir)
+    paths = {"adapter": str(output_dir / "adapter")}
+    peft_model.save_pretrained(paths["adapter"])
+    processor.save_pretrained(paths["adapter"])
+    extra = outside_trainables(peft_model)
+    if extra:  # the 'outside' projector: PEFT's adapter files do not hold it
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()},
+                  str(Path(paths["adapter"]) / NON_LORA_FILE))
+    if recipe is not None:
+        dump_recipe(recipe, output_dir / "recipe.yaml")
+    if merged:
+        merged_model = peft_model.merge_and_unload()
+        paths["merged"] = str(save_mllm(merged_model, processor, output_dir / "merged"))
+    (output_dir / "outputs.json").write_text(json.dumps(paths, indent=1))
+    return paths
+
+
+__all__ = [
+    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult", "build_lora_config",
+    "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "language_model_linear_names", "load_model_for_training",
+    "load_train_dataset", "lora_target_regex", "outside_trainables", "param_groups", "resolve_precision", "resolve_weights_dtype",
+    "save_adapter_and_merged", "trainable_summary", "training_arguments", "unfreeze_projector_outside_peft",
+]
