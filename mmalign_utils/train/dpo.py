@@ -107,10 +107,10 @@ def prepare_dpo_dataset(recipe: Recipe, dataset, model, processor, progress: boo
             if column not in dataset.column_names or any(v is None for v in dataset[column]):
                 raise ValueError(f"dpo.reference 'dataset' needs a complete {column!r} column in {recipe.train_data}")
     if recipe.dpo.reference == "cached":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         state = PartialState()
-        model.to(device)
-        # Rank 0 computes and writes the cache; the other ranks then find every row in it.
+        device = state.device if torch.cuda.is_available() else torch.device("cpu")
+        # Rank 0 computes and writes the cache (moving the model to its GPU only if rows are missing); the other
+        # ranks then find every row in it.
         with state.main_process_first():
             dataset = attach_reference_logps(dataset, model, processor, default_ref_cache_dir(recipe),
                                              reference_settings(recipe), batch_size=recipe.dpo.ref_batch_size,

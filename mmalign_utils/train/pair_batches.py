@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from trl.data_utils import apply_chat_template, is_conversational, prepare_multimodal_messages
 from trl.kernels import ChunkedLogProbFunction
-from trl.trainer.utils import FusedCausalLMOutput, flush_left, pad
+from trl.trainer.utils import FusedCausalLMOutput, flush_left, maybe_gather_lm_head_ctx, pad
 
 try:  # TRL's tile width along the vocabulary; private, so fall back to its 1.16 value
     from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE as VOCAB_CHUNK
@@ -170,9 +170,20 @@ def _embed_with_images(llava, input_ids: torch.Tensor, pixel_values: torch.Tenso
 
 
 def _kernel(hidden: torch.Tensor, lm_head, targets: torch.Tensor, outputs: tuple[str, ...]) -> tuple:
+    """TRL's chunked log-prob kernel on the answer positions only (no (tokens, vocabulary) logits tensor)."""
     weight, bias = lm_head.weight, lm_head.bias
-    return ChunkedLogProbFunction.apply(hidden.to(weight.device), weight, bias, targets.to(weight.device), 1.0,
-                                        VOCAB_CHUNK, None, 1.0, outputs)
+    try:  # FSDP2 shards parameters as DTensors; the kernel needs the whole head, as in TRL's fused forward
+        from torch.distributed.tensor import DTensor
+
+        if isinstance(weight, DTensor):
+            weight = weight.full_tensor()
+            bias = bias.full_tensor() if bias is not None else None
+    except ImportError:  # pragma: no cover
+        pass
+    # Under ZeRO-3 the head's weight is a 0-size shard outside its own forward: gather it for the direct access
+    with maybe_gather_lm_head_ctx(weight, bias):
+        return ChunkedLogProbFunction.apply(hidden.to(weight.device), weight, bias, targets.to(weight.device), 1.0,
+                                            VOCAB_CHUNK, None, 1.0, outputs)
 
 
 def _shared_prefix_tokens(model, batch: dict, outputs: tuple[str, ...]) -> tuple:

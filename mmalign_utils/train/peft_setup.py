@@ -272,6 +272,15 @@ def finalize_trainable(trainer, recipe: Recipe) -> None:
     """
     if recipe.lora.projector == "outside":
         unfreeze_projector_outside_peft(trainer.model)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        dtypes = {p.dtype for p in trainer.model.parameters()}
+        if len(dtypes) > 1:
+            raise ValueError(
+                f"FSDP flattens each wrapped layer into one tensor, so all weights need one dtype; this model mixes "
+                f"{sorted(str(d) for d in dtypes)} (bf16 base weights, fp32 LoRA). Run with "
+                "--hardware.weights_dtype fp32: FSDP's mixed precision (bf16 in configs/accelerate/fsdp.yaml) still "
+                "computes in bf16 and the fp32 weights are sharded over the GPUs.")
+        return
     if not getattr(trainer, "is_deepspeed_enabled", False):
         for param in trainer.model.parameters():
             if param.requires_grad and param.dtype != torch.float32:

@@ -147,6 +147,8 @@ def compute_reference_logps(model, processor, rows: Dataset | list[dict], settin
                             progress: bool = True) -> tuple[list[float], list[float]]:
     """Summed log-probs of chosen and rejected for each row under `model` (adapters, if any, as they are)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    if next(model.parameters()).device != device:
+        model.to(device)
     collator = PairCollator(processor, max_length=settings.max_length)
     was_training = model.training
     model.eval()
