@@ -94,8 +94,12 @@ def step_metrics(trainer):
     return [(h["loss"], h["rewards/margins"], h["rewards/chosen"]) for h in trainer.state.log_history if "loss" in h]
 
 
-@pytest.mark.parametrize("reference,shared_prefix", [("cached", True), ("cached", False), ("lora", True)])
-def test_dpo_loss_equals_plain_trl_with_live_lora_reference(tmp_path, short_pairs, reference, shared_prefix):
+@pytest.mark.parametrize("reference,shared_prefix,checkpointing", [
+    ("cached", True, False), ("cached", False, False), ("lora", True, False),
+    ("cached", True, True),  # activation checkpointing drops caches: the image-once path must take over
+])
+def test_dpo_loss_equals_plain_trl_with_live_lora_reference(tmp_path, short_pairs, reference, shared_prefix,
+                                                            checkpointing):
     pairs = short_pairs
     recipe = tiny_dpo_recipe(tmp_path / "ours", reference=reference, shared_prefix=shared_prefix)
 
@@ -109,9 +113,11 @@ def test_dpo_loss_equals_plain_trl_with_live_lora_reference(tmp_path, short_pair
 
     model2, processor2 = build_tiny_llava()
     data = prepare_dpo_dataset(recipe, pairs, model2, processor2, progress=False)
+    recipe.hardware = dataclasses.replace(recipe.hardware, gradient_checkpointing=checkpointing)
     ours = build_dpo_trainer(recipe, model2, processor2, data, disable_tqdm=True)
     assert ours.ref_model is None and ours.precompute_ref_logps == (reference == "cached")
     ours.train()
+    assert ours.model.get_base_model().is_activation_checkpointing is checkpointing
 
     expected, got = step_metrics(plain), step_metrics(ours)
     assert len(expected) == len(got) == 3

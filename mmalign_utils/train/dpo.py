@@ -21,6 +21,8 @@ import torch
 from accelerate import PartialState
 from trl import DPOConfig, DPOTrainer
 
+from transformers.utils import logging
+
 from mmalign_utils.formats import trl_preference_view
 from mmalign_utils.train.pair_batches import REF_KEYS, PairCollator, patch_pair_forward
 from mmalign_utils.train.peft_setup import (
@@ -30,6 +32,8 @@ from mmalign_utils.train.peft_setup import (
 )
 from mmalign_utils.train.recipes import Recipe
 from mmalign_utils.train.ref_cache import RefSettings, attach_reference_logps
+
+logger = logging.get_logger(__name__)
 
 
 class AlignDPOTrainer(ProjectorLRMixin, DPOTrainer):
@@ -58,6 +62,9 @@ class AlignDPOTrainer(ProjectorLRMixin, DPOTrainer):
             # TRL 1.16 reads inputs["ref_*_logps"] when this flag is set; its own precompute (refused for
             # vision data) is never run because args.precompute_ref_log_probs stays False.
             self.precompute_ref_logps = True
+        if shared_prefix and self.args.gradient_checkpointing:
+            logger.warning("dpo.shared_prefix needs the prompt's key/value cache, which activation checkpointing "
+                           "drops: batches run image-once (each image still encoded once per pair) instead.")
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         patch_pair_forward(base, shared_prefix=shared_prefix,
                            extra_outputs=("log_sum_sq_probs",) if self.use_weighting else ())

@@ -70,8 +70,9 @@ class DryRunReport:
     def format(self) -> str:
         p = self.parameters
         lines = [f"LLaVA-1.5-{self.model_size.upper()} on the meta device (nothing allocated or downloaded)",
-                 f"  parameters: total {p['total']:,} | trainable {p['trainable']:,} "
-                 f"({100 * p['trainable'] / p['total']:.2f} %) = LoRA {p['lora']:,} + projector {p['projector']:,}"]
+                 f"  parameters: base model {p['base_model']:,}; with LoRA and the projector copy {p['total']:,}",
+                 f"  trainable {p['trainable']:,} ({100 * p['trainable'] / p['base_model']:.2f} % of the base) = "
+                 f"LoRA {p['lora']:,} + projector {p['projector']:,}"]
         lines.append("  optimiser groups:")
         for g in self.optimizer_groups:
             lines.append(f"    {g['group']:<20} lr {g['lr']:<8g} weight decay {g['weight_decay']:<6g} "

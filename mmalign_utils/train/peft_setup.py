@@ -218,7 +218,8 @@ def checkpoint_to_resume(recipe: Recipe) -> str | None:
         checkpoints = sorted(Path(recipe.output_dir).glob("checkpoint-*"),
                              key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
         if not checkpoints:
-            raise FileNotFoundError(f"resume_from_checkpoint 'latest': no checkpoint-* folder under {recipe.output_dir}")
+            raise FileNotFoundError(
+                f"resume_from_checkpoint 'latest': no checkpoint-* folder under {recipe.output_dir}")
         return str(checkpoints[-1])
     if not (Path(value) / "trainer_state.json").is_file():
         raise FileNotFoundError(f"resume_from_checkpoint {value}: not a Trainer checkpoint (no trainer_state.json)")
@@ -341,8 +342,9 @@ def save_adapter_and_merged(peft_model, processor, output_dir: str | Path, merge
 
 
 __all__ = [
-    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult", "build_lora_config",
-    "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "language_model_linear_names", "load_model_for_training",
-    "load_train_dataset", "lora_target_regex", "outside_trainables", "param_groups", "resolve_precision", "resolve_weights_dtype",
-    "save_adapter_and_merged", "trainable_summary", "training_arguments", "unfreeze_projector_outside_peft",
+    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
+    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable",
+    "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
+    "outside_trainables", "param_groups", "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged",
+    "trainable_summary", "training_arguments", "unfreeze_projector_outside_peft",
 ]

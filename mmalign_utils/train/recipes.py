@@ -222,7 +222,8 @@ def validate(recipe: Recipe) -> None:
     if recipe.lora.projector not in get_args(ProjectorMode):
         raise RecipeError(f"lora.projector: {recipe.lora.projector!r} is not one of {list(get_args(ProjectorMode))}")
     if recipe.hardware.precision not in get_args(Precision):
-        raise RecipeError(f"hardware.precision: {recipe.hardware.precision!r} is not one of {list(get_args(Precision))}")
+        raise RecipeError(f"hardware.precision: {recipe.hardware.precision!r} is not one of "
+                          f"{list(get_args(Precision))}")
     if recipe.hardware.weights_dtype not in get_args(WeightsDtype):
         raise RecipeError(f"hardware.weights_dtype: {recipe.hardware.weights_dtype!r} is not one of "
                           f"{list(get_args(WeightsDtype))}")
