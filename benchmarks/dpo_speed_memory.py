@@ -224,6 +224,9 @@ def run_arm(arm: str, args) -> dict:
 
     reference_seconds = 0.0
     if arm == "ours":
+        import shutil
+
+        shutil.rmtree(Path(recipe.output_dir) / "ref_logps", ignore_errors=True)  # time a cold reference pass
         if device.startswith("cuda"):
             model.to(device)
         started = time.perf_counter()
@@ -306,6 +309,7 @@ def main() -> None:
     parser.add_argument("--arms", default=None, help="default: trl_fp32,trl_bf16,ours,precision on CPU; "
                         "trl_bf16,ours with --gpu (an fp32 7B with live reference does not fit next to its "
                         "activations)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per arm, interleaved; the fastest is kept")
     parser.add_argument("--workdir", default="/tmp/dpo_speed_memory")
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)  # internal: run one arm and print JSON
     args = parser.parse_args()
@@ -321,9 +325,12 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    results = {}
-    for arm in [a for a in args.arms.split(",") if a]:
-        if arm == "precision" and args.gpu:
+    results: dict[str, dict] = {}
+    arms = [a for a in args.arms.split(",") if a and not (a == "precision" and args.gpu)]
+    # Interleaved repeats (A B C A B C): on a shared machine the load drifts over minutes, so each arm keeps its
+    # fastest run
+    for arm in [a for _ in range(args.repeats) for a in arms]:
+        if arm == "precision" and arm in results:
             continue
         command = [sys.executable, __file__, "--arm", arm] + sys.argv[1:]
         proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -331,16 +338,22 @@ def main() -> None:
         if proc.returncode or not lines:
             print(f"arm {arm} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
             continue
-        results[arm] = json.loads(lines[-1][len("RESULT "):])
-        r = results[arm]
+        r = json.loads(lines[-1][len("RESULT "):])
         if arm == "precision":
+            results[arm] = r
             continue
+        results.setdefault(f"{arm}_runs", []).append(r["seconds_per_step"])
+        if arm not in results or r["seconds_per_step"] < results[arm]["seconds_per_step"]:
+            results[arm] = r
         memory = f"peak GPU {r['peak_gpu_gib']:.2f} GiB" if "peak_gpu_gib" in r else \
             f"peak RSS {r['peak_rss_mb']:.0f} MB (after imports {r['baseline_rss_mb']:.0f} MB)"
         extra = f", {r['tokens_per_second']:.0f} tokens/s, MFU {r['mfu']:.1%}" if "mfu" in r else ""
         print(f"{arm:9s}: {r['seconds_per_step']:.2f} s/step ({r['pairs_per_step']} pairs, {r['tokens_per_step']} "
               f"tokens), {memory}{extra}; losses {[round(x, 4) for x in r['losses']]}", flush=True)
 
+    if args.repeats > 1:
+        print("s/step of every run: " + "; ".join(f"{arm} {[round(t, 2) for t in results.get(arm + '_runs', [])]}"
+                                                for arm in arms if arm != "precision"))
     if "ours" in results:
         ours = results["ours"]
         print(f"model: {ours['model']}; torch threads {ours['threads']}; one-time reference pass "

@@ -19,15 +19,14 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from trl import DPOConfig, DPOTrainer
-
 from transformers.utils import logging
+from trl import DPOConfig, DPOTrainer
 
 from mmalign_utils.formats import trl_preference_view
 from mmalign_utils.train.pair_batches import REF_KEYS, PairCollator, patch_pair_forward
 from mmalign_utils.train.peft_setup import (
     ProjectorLRMixin, RunResult, build_lora_config, checkpoint_to_resume, finalize_trainable,
-    load_model_for_training, load_train_dataset, resolve_precision, save_adapter_and_merged, trainable_summary,
+    load_model_for_training, load_train_dataset, resolve_precision, save_run_outputs, trainable_summary,
     training_arguments,
 )
 from mmalign_utils.train.recipes import Recipe
@@ -54,6 +53,8 @@ class AlignDPOTrainer(ProjectorLRMixin, DPOTrainer):
                                  "ref_cache.attach_reference_logps first")
         config = kwargs.get("args")
         if kwargs.get("data_collator") is None:
+            if kwargs.get("processing_class") is None:
+                raise ValueError("AlignDPOTrainer needs processing_class= (the model's processor)")
             max_length = config.max_length if config is not None else None
             kwargs["data_collator"] = PairCollator(kwargs["processing_class"], max_length=max_length,
                                                    carry_reference=uses_columns)
@@ -156,9 +157,8 @@ def run_dpo(recipe: Recipe, model=None, processor=None, dataset=None, callbacks:
     result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
                        log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
                        trainer=trainer)
-    if save and trainer.accelerator.is_main_process:
-        result.outputs = save_adapter_and_merged(trainer.accelerator.unwrap_model(trainer.model), processor,
-                                                 recipe.output_dir, merged=recipe.save_merged, recipe=recipe)
+    if save:
+        result.outputs = save_run_outputs(trainer, processor, recipe)
     return result
 
 

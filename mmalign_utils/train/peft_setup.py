@@ -271,7 +271,11 @@ def finalize_trainable(trainer, recipe: Recipe) -> None:
     loses small updates, so trainable weights are kept in fp32 (autocast runs the matmuls in bf16). Under
     DeepSpeed the engine keeps fp32 master weights itself and ZeRO-3 needs one dtype, so nothing changes there.
     """
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
     if recipe.lora.projector == "outside":
+        if sharded:
+            raise ValueError("lora.projector 'outside' is not supported with DeepSpeed or FSDP (its weights are "
+                             "saved outside PEFT's adapter); use lora.projector 'modules_to_save'")
         unfreeze_projector_outside_peft(trainer.model)
     if getattr(trainer, "is_fsdp_enabled", False):
         dtypes = {p.dtype for p in trainer.model.parameters()}
@@ -341,10 +345,45 @@ def save_adapter_and_merged(peft_model, processor, output_dir: str | Path, merge
     return paths
 
 
+def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
+    """Save a finished run: adapter and merged model. Call on every process (sharded weights are gathered).
+
+    Without sharding the trained PEFT model is saved and merged in place. Under DeepSpeed or FSDP the Trainer
+    gathers and saves the adapter; the main process then reloads the starting model on the CPU, loads the adapter
+    into it and merges, so no process ever needs the whole model on its GPU.
+    """
+    output_dir = Path(recipe.output_dir)
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    if not sharded:
+        if not trainer.accelerator.is_main_process:
+            return {}
+        return save_adapter_and_merged(trainer.accelerator.unwrap_model(trainer.model), processor, output_dir,
+                                       merged=recipe.save_merged, recipe=recipe)
+    adapter_dir = output_dir / "adapter"
+    trainer.save_model(str(adapter_dir))  # collective: every rank takes part in the gather
+    if not trainer.accelerator.is_main_process:
+        return {}
+    from peft import PeftModel
+
+    from mmalign_utils.models import load_mllm, save_mllm
+    from mmalign_utils.train.recipes import dump_recipe
+
+    processor.save_pretrained(adapter_dir)
+    dump_recipe(recipe, output_dir / "recipe.yaml")
+    paths = {"adapter": str(adapter_dir)}
+    if recipe.save_merged:
+        base, _ = load_mllm(recipe.model, dtype=resolve_weights_dtype(recipe))
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        paths["merged"] = str(save_mllm(merged, processor, output_dir / "merged"))
+    (output_dir / "outputs.json").write_text(json.dumps(paths, indent=1))
+    return paths
+
+
 __all__ = [
     "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
     "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable",
     "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
     "outside_trainables", "param_groups", "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged",
+    "save_run_outputs",
     "trainable_summary", "training_arguments", "unfreeze_projector_outside_peft",
 ]

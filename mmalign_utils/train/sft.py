@@ -22,7 +22,7 @@ from trl import SFTConfig, SFTTrainer
 
 from mmalign_utils.train.peft_setup import (
     ProjectorLRMixin, RunResult, build_lora_config, checkpoint_to_resume, finalize_trainable,
-    load_model_for_training, load_train_dataset, save_adapter_and_merged, trainable_summary, training_arguments,
+    load_model_for_training, load_train_dataset, save_run_outputs, trainable_summary, training_arguments,
 )
 from mmalign_utils.train.recipes import SFT_METHODS, Recipe
 
@@ -87,9 +87,8 @@ def run_sft(recipe: Recipe, model=None, processor=None, dataset=None, callbacks:
     result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
                        log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
                        trainer=trainer)
-    if save and trainer.accelerator.is_main_process:
-        result.outputs = save_adapter_and_merged(trainer.accelerator.unwrap_model(trainer.model), processor,
-                                                 recipe.output_dir, merged=recipe.save_merged, recipe=recipe)
+    if save:
+        result.outputs = save_run_outputs(trainer, processor, recipe)
     return result
 
 

@@ -80,6 +80,9 @@ def build_tiny_llava(shape: TinyLlavaShape = TinyLlavaShape(), seed: int = 0,
 
 
 _COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+# Questions of different lengths, so that batches have left-padded prompts
+_QUESTIONS = ("What colour is picture {i}?", "Picture {i}: which colour fills the whole image, from edge to edge?",
+              "Name the colour of image {i}, please.")
 _FILLER = ("It is clearly visible in the picture.", "The whole image is filled with it.",
            "There is nothing else in the scene.", "The shade is even from edge to edge.")
 
@@ -88,7 +91,8 @@ def synthetic_prompts(n: int, k: int = 4, seed: int = 0, image_size: int = 32, l
                       ) -> list[AnnotatedPrompt]:
     """n prompts about solid-colour images, k answers each: the right colour at growing length, or a wrong one.
 
-    Each question names its index ("What colour is picture 3?"), so every row is distinct.
+    Each question names its index ("What colour is picture 3?") and the questions differ in length (batches get
+    left-padded prompts), so every row is distinct.
     Scores follow the answers (right colour: helpfulness/correctness 3-4; wrong: 0-1; verbosity grows with length),
     so the paper's pair rule keeps every prompt. `long_words` bounds how long the longest answers get.
     """
@@ -113,7 +117,7 @@ def synthetic_prompts(n: int, k: int = 4, seed: int = 0, image_size: int = 32, l
             answers.append(answer)
             scores.append({a: score[a] for a in ATTRIBUTES})
         prompts.append(AnnotatedPrompt(
-            prompt_id=f"syn-{seed}-{i}", image=images[colour], question=f"What colour is picture {i}?",
+            prompt_id=f"syn-{seed}-{i}", image=images[colour], question=_QUESTIONS[i % len(_QUESTIONS)].format(i=i),
             answers=answers, scores=scores, reference_answer=f"The image is {colour}.",
             judge_answer=f"It is {colour}.", source="synthetic", image_id=f"colour:{colour}",
         ))
