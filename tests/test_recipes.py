@@ -313,3 +313,39 @@ def test_launcher_runs_a_smoke_recipe_end_to_end(tmp_path, capsys):
     assert (tmp_path / "data").exists() is False  # synthetic data is built in memory
     cache = list((tmp_path / "run" / "ref_logps").glob("ref_logps-*.parquet"))
     assert len(cache) == 1  # the cached reference, stored beside the (here: in-memory) data's run folder
+
+
+def test_sharded_runs_save_through_the_trainer_and_merge_a_cpu_reload(tmp_path, monkeypatch):
+    """Under DeepSpeed/FSDP the weights in memory are shards: the adapter is saved by Trainer.save_model and the
+    merged model built from a fresh load of the starting model. Checked here by flagging a CPU run as sharded."""
+    from transformers import AutoModelForImageTextToText
+
+    from mmalign_utils.models import save_mllm
+    from mmalign_utils.train.pair_batches import PairCollator
+    from mmalign_utils.train.peft_setup import save_run_outputs
+
+    model, processor = build_tiny_llava()
+    save_mllm(model, processor, tmp_path / "start")
+    recipe = dataclasses.replace(tiny_recipe("dpo", tmp_path / "run"), model=str(tmp_path / "start"))
+    dataset = tiny_data("dpo", 4)
+    trainer = build_trainer("dpo", recipe, model, processor, dataset)
+    trainer.train()
+    from mmalign_utils.train import peft_setup
+
+    from mmalign_utils import models
+
+    reloads = []
+    real_load = models.load_mllm
+    monkeypatch.setattr(models, "load_mllm", lambda *a, **k: reloads.append(a[0]) or real_load(*a, **k))
+    monkeypatch.setattr(peft_setup, "is_sharded", lambda trainer: True)
+    paths = save_run_outputs(trainer, processor, recipe)
+    assert reloads == [str(tmp_path / "start")]  # the merge started from a fresh load of the starting model
+    assert not (tmp_path / "run" / "adapter" / "non_lora_trainables.safetensors").exists()
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    batch = PairCollator(processor)([dataset[i] for i in range(2)])
+    inputs = {"input_ids": batch["pair_prompt_ids"], "attention_mask": batch["pair_prompt_mask"],
+              "pixel_values": batch["pair_pixel_values"]}
+    with torch.no_grad():
+        expected = trainer.model.eval()(**inputs).logits
+        merged = AutoModelForImageTextToText.from_pretrained(paths["merged"]).eval()
+        assert torch.allclose(merged(**inputs).logits, expected, atol=1e-4)

@@ -264,6 +264,11 @@ def load_train_dataset(recipe: Recipe, dataset=None):
     return dataset
 
 
+def is_sharded(trainer) -> bool:
+    """Whether the trainer's weights are DeepSpeed- or FSDP-managed (possibly sharded) rather than plain tensors."""
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False))
+
+
 def finalize_trainable(trainer, recipe: Recipe) -> None:
     """After the trainer wrapped the model in PEFT: the paper's 'outside' projector, and fp32 trainable weights.
 
@@ -271,9 +276,8 @@ def finalize_trainable(trainer, recipe: Recipe) -> None:
     loses small updates, so trainable weights are kept in fp32 (autocast runs the matmuls in bf16). Under
     DeepSpeed the engine keeps fp32 master weights itself and ZeRO-3 needs one dtype, so nothing changes there.
     """
-    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
     if recipe.lora.projector == "outside":
-        if sharded:
+        if is_sharded(trainer):
             raise ValueError("lora.projector 'outside' is not supported with DeepSpeed or FSDP (its weights are "
                              "saved outside PEFT's adapter); use lora.projector 'modules_to_save'")
         unfreeze_projector_outside_peft(trainer.model)
@@ -353,8 +357,7 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
     into it and merges, so no process ever needs the whole model on its GPU.
     """
     output_dir = Path(recipe.output_dir)
-    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
-    if not sharded:
+    if not is_sharded(trainer):
         if not trainer.accelerator.is_main_process:
             return {}
         return save_adapter_and_merged(trainer.accelerator.unwrap_model(trainer.model), processor, output_dir,
@@ -382,7 +385,7 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
 __all__ = [
     "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
     "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable",
-    "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
+    "is_sharded", "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
     "outside_trainables", "param_groups", "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged",
     "save_run_outputs",
     "trainable_summary", "training_arguments", "unfreeze_projector_outside_peft",
