@@ -55,6 +55,20 @@ def test_yaml_round_trip_and_dotted_overrides(tmp_path):
     assert load_recipe(path) == recipe
 
 
+def test_recipe_for_a_notebook_run_context(tmp_path):
+    from mmalign_utils.config import RunContext
+    from mmalign_utils.train.recipes import recipe_for_run
+
+    ctx = RunContext(profile="toy", smoke=True, seed=3, artifacts_dir=tmp_path)
+    recipe = recipe_for_run("steerlm", ctx, **{"lora.r": 8})
+    assert (recipe.method, recipe.profile, recipe.seed, recipe.smoke, recipe.lora.r) == ("steerlm", "toy", 3, True, 8)
+    assert recipe.model == str(tmp_path / "toy-smoke" / "toy_llava" / "model")
+    assert recipe.train_data == str(tmp_path / "toy-smoke" / "datasets" / "steerlm")
+    assert recipe.output_dir == str(tmp_path / "toy-smoke" / "runs" / "steerlm")
+    paper = recipe_for_run("dpo", RunContext(profile="paper", artifacts_dir=tmp_path))
+    assert paper.model == "llava-hf/llava-1.5-13b-hf" and paper.lora.r == 128
+
+
 def test_bad_keys_and_combinations_are_named():
     with pytest.raises(RecipeError, match=r"lora: unknown key\(s\) \['rank'\]"):
         recipe_from_dict({"lora": {"rank": 4}})

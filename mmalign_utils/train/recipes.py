@@ -206,6 +206,16 @@ def smoke_settings(recipe: Recipe) -> Recipe:
     return recipe
 
 
+def recipe_for_run(method: str, ctx: Any, **overrides: Any) -> Recipe:
+    """The method's recipe for a notebook's RunContext: its profile, seed and smoke flag, and paths under its
+    artifacts (model: the VIT'd toy LLaVA or the profile's MLLM; data: <variant>/datasets/<method>; output:
+    <variant>/runs/<method>). `overrides` are dotted keys, as on the command line."""
+    model = str(ctx.shared_path("toy_llava", "model")) if ctx.profile == "toy" else ctx.spec.mllm
+    data = {"method": method, "profile": ctx.profile, "seed": ctx.seed, "smoke": ctx.smoke, "model": model,
+            "train_data": str(ctx.shared_path("datasets", method)), "output_dir": str(ctx.shared_path("runs", method))}
+    return recipe_from_dict(data, overrides)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Validation.
 
@@ -375,6 +385,6 @@ def dump_recipe(recipe: Recipe, path: str | Path | None = None) -> str:
 
 __all__ = [
     "DPOSpec", "HardwareSpec", "LoraSpec", "METHODS", "OptimSpec", "Recipe", "RecipeError", "SFT_METHODS",
-    "TRL_DPO_LOSSES", "default_recipe", "dump_recipe", "load_recipe", "recipe_from_dict", "recipe_to_dict",
-    "smoke_settings", "validate",
+    "TRL_DPO_LOSSES", "default_recipe", "dump_recipe", "load_recipe", "recipe_for_run", "recipe_from_dict",
+    "recipe_to_dict", "smoke_settings", "validate",
 ]
