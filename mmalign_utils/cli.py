@@ -4,6 +4,7 @@
     mmalign reproduce --smoke                    # the whole series in order
     mmalign list                                 # the notebooks of the series
     mmalign score pope --answers answers.jsonl --data-dir data/   # rescore answers made by any tool
+    mmalign sweep 05 --grid beta 0.05 0.1 0.5 --grid seed 0 1 2    # one run per combination, own folder each
 """
 from __future__ import annotations
 
@@ -145,6 +146,35 @@ def cmd_score(args) -> int:
     return 0
 
 
+def sweep_runs(grid: list[list[str]]) -> list[dict]:
+    """All combinations of a grid given as [[name, v1, v2, ...], ...], values parsed like -p values."""
+    import itertools
+
+    names = [g[0] for g in grid]
+    values = [[parse_value(v) for v in g[1:]] for g in grid]
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def sweep_folder(params: dict) -> str:
+    """Folder name of one sweep run, e.g. 'beta=0.1,seed=2'."""
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def cmd_sweep(args) -> int:
+    """Run notebooks once per grid combination, each in {artifacts}/sweeps/<name=value,...>/; notebook 07 collects
+    every results.csv below the artifacts directory."""
+    notebooks = [resolve_notebook(n) for n in args.notebooks]
+    base = _params_from_args(args)
+    runs = sweep_runs(args.grid or [])
+    root = Path(args.artifacts_dir) / "sweeps"
+    for i, params in enumerate(runs, 1):
+        out = root / sweep_folder(params)
+        print(f"[mmalign] sweep run {i}/{len(runs)}: {params} -> {out}", flush=True)
+        for nb in notebooks:
+            run_notebook(nb, {**base, **params}, out, args.kernel)
+    return 0
+
+
 def cmd_list(args) -> int:
     for nb in series():
         print(nb.stem)
@@ -188,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--out", help="where to save the JSON (default: {artifacts}/scores/)")
     p_score.add_argument("--artifacts-dir", default="artifacts")
     p_score.set_defaults(func=cmd_score)
+
+    p_sweep = sub.add_parser("sweep", help="run notebooks over a parameter grid, one output folder per run")
+    p_sweep.add_argument("notebooks", nargs="+", help="notebooks to run for each combination, in order")
+    p_sweep.add_argument("--grid", nargs="+", action="append", metavar="NAME VALUE",
+                         help="a parameter and its values, e.g. --grid beta 0.05 0.1 (repeatable)")
+    add_common(p_sweep)
+    p_sweep.set_defaults(func=cmd_sweep)
 
     p_list = sub.add_parser("list", help="list the notebooks of the series")
     p_list.set_defaults(func=cmd_list)

@@ -256,7 +256,10 @@ def score_options(
         raise ValueError(f"options {list(options)} share a first token; score them by free generation instead")
     device = next(model.parameters()).device
     picks: list[int] = [0] * len(conversations)
-    idx = torch.tensor(first_ids, device=device)
+    # Compare in token-id order: on an exact tie (frequent in bf16) arg-max then picks the lowest token id, as
+    # greedy decoding does, whatever order the caller listed the options in.
+    by_id = sorted(range(len(options)), key=lambda j: first_ids[j])
+    idx = torch.tensor([first_ids[j] for j in by_id], device=device)
     bar = tqdm(total=len(conversations), desc=progress if isinstance(progress, str) else "scoring options",
                disable=not progress)
     for batch in length_sorted_batches(processor, conversations, batch_size):
@@ -265,7 +268,7 @@ def score_options(
         logits = model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1]
         best = logits[:, idx].argmax(-1).tolist()
         for j, i in enumerate(batch):
-            picks[i] = best[j]
+            picks[i] = by_id[best[j]]
         bar.update(len(batch))
     bar.close()
     return picks

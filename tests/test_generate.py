@@ -63,3 +63,26 @@ def test_greedy_refuses_several_samples(smollm2):
 
     with pytest.raises(ValueError, match="temperature"):
         generate(model, tok, [Conversation.user("hi")], GenerationSettings(num_samples=2), progress=False)
+
+
+def test_score_options_ties_go_to_the_lowest_token_id_whatever_the_order(smollm2):
+    model, tok = smollm2
+
+    class Tied(torch.nn.Module):
+        """Wraps the model so every logit is equal: a perfect tie between the options."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            out = self.inner(**kw)
+            out.logits = torch.zeros_like(out.logits)
+            return out
+
+    conv = [Conversation.user("Yes or no?")]
+    yes, no = tok("Yes", add_special_tokens=False)["input_ids"][0], tok("No", add_special_tokens=False)["input_ids"][0]
+    lowest = "Yes" if yes < no else "No"
+    for options in (["Yes", "No"], ["No", "Yes"]):
+        pick = score_options(Tied(model), tok, conv, options)[0]
+        assert options[pick] == lowest

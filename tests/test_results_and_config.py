@@ -55,3 +55,13 @@ def test_cli_parses_papermill_values_and_finds_notebooks():
     assert resolve_notebook("01").name == "01_degradation_analysis.ipynb"
     with pytest.raises(SystemExit, match="no notebook"):
         resolve_notebook("99")
+
+
+def test_sweep_grid_combinations_and_folders():
+    from mmalign_utils.cli import sweep_folder, sweep_runs
+
+    runs = sweep_runs([["beta", "0.1", "0.5"], ["seed", "0", "1", "2"], ["smoke", "true"]])
+    assert len(runs) == 6
+    assert runs[0] == {"beta": 0.1, "seed": 0, "smoke": True}
+    assert sweep_folder(runs[-1]) == "beta=0.5,seed=2,smoke=True"
+    assert sweep_runs([]) == [{}]

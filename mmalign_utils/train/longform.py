@@ -9,8 +9,14 @@ natural (LLM-written) answers is reported, so nobody mistakes templates for natu
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.world.grounding import extract_mentions, ground
@@ -62,16 +68,43 @@ def check_rewrite(rewrite: str, plain: str, scene, kind: str) -> str:
 
 def write_longform(jobs: list[tuple[str, str, str, object, str]], writer_model, writer_tokenizer,
                    temperature: float = 0.7, max_new_tokens: int = 120, batch_size: int = 16,
-                   seed: int = 0, progress: bool = True) -> list[WrittenAnswer]:
-    """Rewrite plain answers. Each job is (facts, question, plain_answer, scene_or_chart, kind)."""
-    conversations = [Conversation.user(WRITER_PROMPT.format(facts=f, question=q, answer=a), system=WRITER_SYSTEM)
-                     for f, q, a, _, _ in jobs]
+                   seed: int = 0, progress: bool = True, cache_path: str | Path | None = None) -> list[WrittenAnswer]:
+    """Rewrite plain answers. Each job is (facts, question, plain_answer, scene_or_chart, kind).
+
+    With `cache_path`, raw rewrites are appended to a JSONL file chunk by chunk, keyed by a hash of the writer
+    prompt and the sampling settings, so an interrupted run resumes and a rerun with the same data writes nothing.
+    """
+    prompts = [WRITER_PROMPT.format(facts=f, question=q, answer=a) for f, q, a, _, _ in jobs]
+    settings_key = f"{temperature}|{max_new_tokens}|{seed}"
+    keys = [hashlib.sha256(f"{settings_key}|{p}".encode()).hexdigest()[:24] for p in prompts]
+    done: dict[str, str] = {}
+    if cache_path is not None and Path(cache_path).exists():
+        for line in Path(cache_path).read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["key"]] = rec["rewrite"]
+    todo = [i for i, k in enumerate(keys) if k not in done]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.9,
                                   batch_size=batch_size, seed=seed)
-    rewrites = generate(writer_model, writer_tokenizer, conversations, settings,
-                        progress="writing long-form answers" if progress else False)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="writing long-form answers", disable=not progress)
+    chunk = batch_size * 4
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        convs = [Conversation.user(prompts[i], system=WRITER_SYSTEM) for i in part]
+        rewrites = generate(writer_model, writer_tokenizer, convs, settings, progress=False)
+        for i, text in zip(part, rewrites):
+            done[keys[i]] = text
+        if cache_path is not None:
+            with open(cache_path, "a") as f:
+                for i, text in zip(part, rewrites):
+                    f.write(json.dumps({"key": keys[i], "rewrite": text}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        bar.update(len(part))
+    bar.close()
     out = []
-    for (_, _, plain, scene, kind), rewrite in zip(jobs, rewrites, strict=True):
+    for (_, _, plain, scene, kind), key in zip(jobs, keys, strict=True):
+        rewrite = done[key]
         reason = check_rewrite(rewrite, plain, scene, kind)
         out.append(WrittenAnswer(text=rewrite, natural=True) if not reason
                    else WrittenAnswer(text=plain, natural=False, reason=reason))

@@ -43,17 +43,17 @@ EVAL_FAMILIES = SHORT_FAMILIES + ("chart",)
 class VITConfig:
     """Toy defaults fit about 15 minutes on 2 CPU cores; `smoke()` fits well under 2 minutes."""
 
-    n_train_images: int = 1600
+    n_train_images: int = 1400
     charts_share: float = 0.15
     longform_share: float = 0.2  # share of stage-2 examples with long-form answers (LLaVA-1.5: ~24% of 665k)
     turns_per_short_example: tuple[int, int] = (3, 6)  # LLaVA-1.5 groups several short questions per image
     n_eval_per_family: int = 50
     vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
-    stage1_steps: int = 120
+    stage1_steps: int = 100
     stage1_batch_size: int = 16
     stage1_lr_projector: float = 1e-3
     stage1_lr_tower: float = 1e-4
-    stage2_steps: int = 260
+    stage2_steps: int = 220
     stage2_batch_size: int = 8
     stage2_lr_lora: float = 5e-4
     stage2_lr_projector: float = 1e-4
@@ -263,8 +263,12 @@ def evaluate_vqa(model, processor, items, images, batch_size: int = 32, progress
 # ------------------------------------------------------------------------------------------- pipeline
 
 
-def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress: bool = True) -> dict:
-    """Build, train, evaluate and save the toy LLaVA under out_dir. Returns (and saves) the report."""
+def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress: bool = True,
+                    longform_cache: str | Path | None = None) -> dict:
+    """Build, train, evaluate and save the toy LLaVA under out_dir. Returns (and saves) the report.
+
+    `longform_cache`: a JSONL file where the writer's rewrites are kept, so a rebuild (or a crash) never
+    writes them twice."""
     from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm, load_smollm2, save_mllm
 
     cfg = cfg or VITConfig()
@@ -294,7 +298,8 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
                 keys.append((p_idx, t_idx))
     writer, writer_tok = load_smollm2(dtype=torch.bfloat16)
     written = write_longform(jobs, writer, writer_tok, temperature=cfg.writer_temperature,
-                             max_new_tokens=cfg.writer_max_new_tokens, seed=cfg.seed, progress=progress)
+                             max_new_tokens=cfg.writer_max_new_tokens, seed=cfg.seed, progress=progress,
+                             cache_path=longform_cache)
     del writer
     timings["longform_writing"] = time.time() - t
     rejected: dict[str, int] = {}
@@ -356,7 +361,7 @@ def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, r
         cfg.seed = ctx.seed
         cfg.vision.seed = ctx.seed
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    report = build_toy_llava(tmp, cfg, progress)
+    report = build_toy_llava(tmp, cfg, progress, longform_cache=ctx.shared_path("vit_longform.jsonl"))
     if out_dir.exists():
         import shutil
 

@@ -1,0 +1,25 @@
+"""Notebook 01 executed headless in smoke mode, as `mmalign run 01 --smoke` would: it must build the smoke toy
+LLaVA, answer the text suite in three conditions, write its figure and append its rows to results.csv."""
+import pytest
+
+from mmalign_utils.cli import main
+from mmalign_utils.results import read_results
+
+
+@pytest.mark.slow
+def test_notebook01_smoke_run(tmp_path):
+    assert main(["run", "01", "--smoke", "--seed", "0", "--artifacts-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "notebooks" / "01_degradation_analysis.ipynb").exists()
+    assert (tmp_path / "figures" / "01_degradation.png").stat().st_size > 10_000
+    assert (tmp_path / "toy-smoke" / "toy_llava" / "report.json").exists()
+    results = read_results(tmp_path / "results.csv")
+    text = results[results.benchmark == "text-suite"]
+    assert set(text.model) == {"smollm2-135m-instruct", "toy-llava"}
+    assert set(text.split) == {"text", "noisy-image"}
+    assert {"prompt_strict_acc", "mean_words", "scene_talk_share"} <= set(text.metric)
+    assert (text.n == 8).all()
+    assert (results.benchmark == "shapes-vqa").any()
+    # A second run reuses the toy LLaVA instead of training it again.
+    assert main(["run", "01", "--smoke", "--artifacts-dir", str(tmp_path)]) == 0
+    executed = (tmp_path / "notebooks" / "01_degradation_analysis.ipynb").read_text()
+    assert "reusing the toy LLaVA" in executed
