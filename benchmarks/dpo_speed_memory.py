@@ -18,6 +18,7 @@ memory. A fourth child (`precision`) measures how far bf16 moves the summed log-
 
 CPU mode: the toy LLaVA (`--model`, default artifacts/toy/toy_llava/model, else /tmp/vit_smoke/model, else a
 freshly built untrained one: same speed) on synthetic colour pairs with answers of `--answer-words` words.
+`--image-tokens 576` gives the toy LLaVA-1.5's proportions (576 image tokens per prompt, untrained tower).
 
 GPU mode (`--gpu`): a LLaVA-1.5-7B-shaped model (CLIP ViT-L/14-336, 576 image tokens, Vicuna-7B shapes, vocabulary
 32064) with random weights built in place, an offline word-level tokenizer and the vicuna_v1 template: nothing
@@ -153,9 +154,15 @@ def gpu_model(size: str, processor, dtype, device):
     return model
 
 
-def cpu_model(path: str | None, dtype):
-    from mmalign_utils.models import build_toy_mllm, load_mllm
+def cpu_model(path: str | None, dtype, image_tokens: int | None = None):
+    from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm, load_mllm
 
+    if image_tokens:  # LLaVA-1.5's proportions on the toy body: an untrained tower with more patches per image
+        side = int(round(image_tokens ** 0.5))
+        if side * side != image_tokens:
+            raise SystemExit(f"--image-tokens {image_tokens}: needs a square number (576 = 24 x 24)")
+        model, processor = build_toy_mllm(ToyMLLMConfig(image_size=8 * side, patch_size=8), dtype=dtype)
+        return model, processor, f"untrained toy LLaVA with {image_tokens} image tokens"
     candidates = [path] if path else ["artifacts/toy/toy_llava/model", "/tmp/vit_smoke/model"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "config.json").is_file():
@@ -193,7 +200,7 @@ def run_arm(arm: str, args) -> dict:
         data = word_pairs(n_pairs, args.question_words, args.answer_words, vocab=31000)
         source = f"random LLaVA-1.5-{args.size}-shaped model"
     else:
-        model, processor, source = cpu_model(args.model, weights)
+        model, processor, source = cpu_model(args.model, weights, args.image_tokens)
         n_pairs = args.batch * (args.steps + args.warmup)
         data = colour_pairs(n_pairs, args.answer_words, image_size=64)
 
@@ -271,7 +278,7 @@ def run_precision(args) -> dict:
 
     from mmalign_utils.train.pair_batches import PairCollator, pair_sequence_logps
 
-    model, processor, source = cpu_model(args.model, torch.float32)
+    model, processor, source = cpu_model(args.model, torch.float32, args.image_tokens)
     data = colour_pairs(args.batch * 2, args.answer_words, image_size=64)
     batch = PairCollator(processor)([data[i] for i in range(len(data))])
     chosen32, rejected32 = pair_sequence_logps(model, batch)
@@ -295,6 +302,8 @@ def run_precision(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="CPU mode: a saved toy LLaVA folder")
+    parser.add_argument("--image-tokens", type=int, default=None,
+                        help="CPU mode: an untrained toy LLaVA whose images take this many tokens (576: LLaVA-1.5)")
     parser.add_argument("--gpu", action="store_true", help="LLaVA-1.5-shaped random model on the GPU")
     parser.add_argument("--size", default="7b", choices=["7b", "13b", "tiny"], help="GPU mode model shape")
     parser.add_argument("--device", default=None, help="default: cuda in GPU mode, cpu otherwise")
