@@ -63,6 +63,14 @@ def test_one_word_or_phrase_to_a_describe_request_is_not_helpful():
     assert got == [as_dict(1, 1, 4, 0, 0), as_dict(1, 2, 4, 0, 0)]
 
 
+def test_describing_other_things_is_made_up():
+    # 14 words, none about the scene; unfamiliar: happy, cat, sitting, wooden, table, window = 6/14 = 0.43 -> the
+    # description is of other things: correctness 0, helpfulness 0; coherence 4 - 1 (0.43 > 0.3) = 3; complexity
+    # 1 + 1 (one 14-word sentence) = 2; verbosity 14/38 = 0.37 -> 1.
+    answer = "The picture shows a happy cat sitting on a wooden table near the window."
+    assert scores("Describe this image in detail.", [answer], DESCRIBE) == [as_dict(0, 0, 3, 2, 1)]
+
+
 def test_garbage_scores_low_coherence():
     # 10 identical words, no full stop: repeated 3-grams 7/8 > 0.5 -> -3, truncated (8+ words) -> -1: coherence 0.
     repeated = "circle circle circle circle circle circle circle circle circle circle"

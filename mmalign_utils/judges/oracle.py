@@ -36,6 +36,8 @@ rectangles or the lines' dots).
                bars/lines, tallest and shortest bar or each line's trend) the answer states.
 3. correctness (is what it says true, is the pertinent fact there):
    describe    cap = 4 if coverage is full, 3 if at least half, 2 if some, 1 if none; correctness = cap - errors.
+               An answer of 8+ words that states nothing true and whose words are 10%+ unfamiliar (rule 5)
+               describes other things ("a cat on a glass"): cap 0.
    core right  4 - errors, at least 1.
    core wrong  1 if the answer also states something true about the image, else 0.
    missing     2 if it states something true, else 1; minus errors.
@@ -636,6 +638,9 @@ def rate_answer(answer: str, item: OracleItem) -> AnswerRating:
         return AnswerRating({a: 0 for a in ATTRIBUTES}, notes + ["empty answer"])
     if item.demand == "describe":
         level = _coverage_level(claims.coverage)
+        if claims.coverage == 0 and not true_claims and stats.n_words >= 8 and stats.unknown_share >= 0.1:
+            level = 0  # a description of other things ("a cat on a glass"): made up, not merely incomplete
+            notes.append("describes things that are not in the image")
         correctness = max(0, level - errors)
         helpfulness = correctness
         if stats.n_words < 5 or not (true_claims or errors):
