@@ -363,3 +363,34 @@ def test_sharded_runs_save_through_the_trainer_and_merge_a_cpu_reload(tmp_path, 
         expected = trainer.model.eval()(**inputs).logits
         merged = AutoModelForImageTextToText.from_pretrained(paths["merged"]).eval()
         assert torch.allclose(merged(**inputs).logits, expected, atol=1e-4)
+
+
+def test_merge_runs_in_fp32_so_small_lora_updates_survive():
+    """W + dW in bf16 rounds to 8 mantissa bits: an update below half a bf16 step of W vanishes. The merge runs in
+    fp32 and (toy profile) saves fp32, so the merged weight is exactly W + dW."""
+    from peft import get_peft_model
+
+    from mmalign_utils.train.peft_setup import build_lora_config, merge_in_fp32, resolve_merged_dtype
+
+    recipe = default_recipe("dpo", "toy")
+    assert resolve_merged_dtype(recipe) == torch.float32
+    assert resolve_merged_dtype(default_recipe("dpo", "paper")) == torch.bfloat16
+
+    def lora_model():
+        model, _ = build_tiny_llava(dtype=torch.bfloat16)
+        peft_model = get_peft_model(model, build_lora_config(model, recipe))
+        for name, param in peft_model.named_parameters():
+            if "lora_A" in name:
+                torch.nn.init.constant_(param, 1.0)
+            elif "lora_B" in name:
+                torch.nn.init.constant_(param, 3e-7)  # dW = 3e-7 * r * (alpha / r) = 9.6e-6 per entry
+        return peft_model
+
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    start = dict(build_tiny_llava(dtype=torch.bfloat16)[0].named_parameters())[name].float()
+    delta = 3e-7 * recipe.lora.r * (recipe.lora.alpha / recipe.lora.r)
+    merged = dict(merge_in_fp32(lora_model(), torch.float32).named_parameters())[name]
+    assert torch.allclose(merged, start + delta, atol=1e-8, rtol=0)  # fp32 rounding only (delta is 9.6e-6)
+    naive = dict(lora_model().merge_and_unload().named_parameters())[name]  # merged straight into bf16
+    lost = (naive.float() == start).float().mean()
+    assert lost > 0.5  # most entries did not move at all: the trap the fp32 merge avoids

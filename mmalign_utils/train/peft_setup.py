@@ -320,12 +320,33 @@ def trainable_summary(model: torch.nn.Module) -> dict[str, int]:
     return out
 
 
+def resolve_merged_dtype(recipe: Recipe | None) -> torch.dtype:
+    """dtype the merged model is saved in: fp32 for the toy profile, the weights dtype for the paper ("auto")."""
+    if recipe is None:
+        return torch.float32
+    choice = recipe.merged_dtype
+    if choice == "auto":
+        return torch.float32 if recipe.profile == "toy" else resolve_weights_dtype(recipe)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+
+
+def merge_in_fp32(peft_model, dtype: torch.dtype):
+    """merge_and_unload with every weight in fp32 on the CPU (W + dW without rounding), then cast to `dtype`.
+
+    Merging into bf16 weights directly would round each W + dW to 8 mantissa bits and lose LoRA updates smaller
+    than half a bf16 step of W. Changes the model in place: call it at the end of a run.
+    """
+    peft_model = peft_model.to(device="cpu", dtype=torch.float32)
+    return peft_model.merge_and_unload().to(dtype)
+
+
 def save_adapter_and_merged(peft_model, processor, output_dir: str | Path, merged: bool = True,
                             recipe: Recipe | None = None) -> dict[str, str]:
-    """Write `adapter/` (PEFT: LoRA + projector) and, when merged, `merged/` (merge_and_unload, then save_mllm).
+    """Write `adapter/` (PEFT: LoRA + projector) and, when merged, `merged/` (merged in fp32, saved in
+    resolve_merged_dtype(recipe), with save_mllm).
 
     The merged folder loads with AutoModelForImageTextToText / models.load_mllm like any llava-hf model.
-    merge_and_unload changes the model in place, so call this at the end of a run.
+    Merging changes the model in place (and moves it to the CPU), so call this at the end of a run.
     """
     from mmalign_utils.models import save_mllm
     from mmalign_utils.train.recipes import dump_recipe
@@ -343,7 +364,7 @@ def save_adapter_and_merged(peft_model, processor, output_dir: str | Path, merge
     if recipe is not None:
         dump_recipe(recipe, output_dir / "recipe.yaml")
     if merged:
-        merged_model = peft_model.merge_and_unload()
+        merged_model = merge_in_fp32(peft_model, resolve_merged_dtype(recipe))
         paths["merged"] = str(save_mllm(merged_model, processor, output_dir / "merged"))
     (output_dir / "outputs.json").write_text(json.dumps(paths, indent=1))
     return paths
@@ -375,8 +396,8 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
     dump_recipe(recipe, output_dir / "recipe.yaml")
     paths = {"adapter": str(adapter_dir)}
     if recipe.save_merged:
-        base, _ = load_mllm(recipe.model, dtype=resolve_weights_dtype(recipe))
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        base, _ = load_mllm(recipe.model, dtype=torch.float32)
+        merged = merge_in_fp32(PeftModel.from_pretrained(base, str(adapter_dir)), resolve_merged_dtype(recipe))
         paths["merged"] = str(save_mllm(merged, processor, output_dir / "merged"))
     (output_dir / "outputs.json").write_text(json.dumps(paths, indent=1))
     return paths
@@ -384,9 +405,9 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
 
 __all__ = [
     "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
-    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable",
-    "is_sharded", "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
-    "outside_trainables", "param_groups", "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged",
-    "save_run_outputs",
-    "trainable_summary", "training_arguments", "unfreeze_projector_outside_peft",
+    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
+    "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
+    "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype", "resolve_precision",
+    "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs", "trainable_summary", "training_arguments",
+    "unfreeze_projector_outside_peft",
 ]

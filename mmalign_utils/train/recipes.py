@@ -132,6 +132,10 @@ class Recipe:
     max_train_samples: int | None = None  # keep the first n rows (smoke runs, scaling studies)
     smoke: bool = False  # at run time: at most 8 rows and 2 steps of 2; checks that the recipe runs, not what it learns
     save_merged: bool = True  # also write the LoRA-merged model (loadable with AutoModelForImageTextToText)
+    # dtype of the merged model. The merge itself runs in fp32 on the CPU; saving in bf16 rounds W + dW to 8
+    # mantissa bits, which can erase LoRA updates smaller than half a bf16 step of W. "auto": fp32 for the toy
+    # profile (small files, exact), the weights dtype for the paper (a 13B model in fp32 is 52 GB).
+    merged_dtype: WeightsDtype = "auto"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -256,6 +260,8 @@ def validate(recipe: Recipe) -> None:
             "lora.projector 'modules_to_save' (the projector trains as a PEFT copy that adapter-disable also "
             "switches off) or dpo.reference 'cached' (reference log-probs computed once before training)."
         )
+    if recipe.merged_dtype not in get_args(WeightsDtype):
+        raise RecipeError(f"merged_dtype: {recipe.merged_dtype!r} is not one of {list(get_args(WeightsDtype))}")
     if recipe.resume_from_checkpoint is not None and not isinstance(recipe.resume_from_checkpoint, str):
         raise RecipeError("resume_from_checkpoint must be a checkpoint folder or 'latest'")
 
