@@ -186,3 +186,21 @@ def test_registered_task_and_unknown_task():
         judge.complete(JudgeRequest.from_prompt("x", payload={"task": "nope"}))
     with pytest.raises(JudgeError, match="payload"):
         judge.complete(JudgeRequest.from_prompt("x"))
+
+
+def test_positions_are_matched_whole_not_inside_a_longer_phrase():
+    from mmalign_utils.judges.oracle import positions_in
+
+    assert positions_in("It is at the top center.") == ["top center"]
+    assert positions_in("in the center, next to the top left one") == ["center", "top left"]
+
+
+def test_where_answer_top_center_is_wrong_for_an_object_in_the_center():
+    from mmalign_utils.judges.oracle import OracleItem, short_answer_correct
+    from mmalign_utils.world.scenes import Scene, SceneObject
+
+    scene = Scene([SceneObject("square", "red", "large", 1, 1)], seed=0)
+    item = OracleItem(question="Where is the square?", visual=scene, family="short_vqa", subtype="where",
+                      label=None, accepted=["center"], query={}, demand="short", expected_words=2)
+    assert short_answer_correct("In the center.", item)
+    assert not short_answer_correct("At the top center.", item)

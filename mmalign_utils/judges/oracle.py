@@ -571,6 +571,26 @@ def _contains_phrase(text: str, phrase: str) -> bool:
     return any(ws[i:i + len(target)] == target for i in range(len(ws) - len(target) + 1))
 
 
+_POSITION_PHRASES = sorted({vocab.position_phrase(r, c) for r in range(vocab.GRID) for c in range(vocab.GRID)},
+                           key=lambda p: len(words(p)), reverse=True)
+
+
+def positions_in(text: str) -> list[str]:
+    """Position phrases in a text, longest first without overlaps: "top center" is found as "top center",
+    never also as "center"."""
+    ws, found, i = words(text), [], 0
+    while i < len(ws):
+        for phrase in _POSITION_PHRASES:
+            target = words(phrase)
+            if ws[i:i + len(target)] == target:
+                found.append(phrase)
+                i += len(target)
+                break
+        else:
+            i += 1
+    return found
+
+
 def short_answer_correct(text: str, item: OracleItem) -> bool:
     """Rule 2 for short questions: an accepted answer in the first sentence (numbers also as words)."""
     sents = sentences(text)
@@ -586,6 +606,8 @@ def short_answer_correct(text: str, item: OracleItem) -> bool:
         letter = re.match(r"\W*\(?([A-Da-d])\b", first)
         if letter and letter.group(1).upper() in {a.upper() for a in item.accepted}:
             return True
+    if candidates & set(_POSITION_PHRASES):
+        return any(p in candidates for p in positions_in(first))
     return any(_contains_phrase(first, a) for a in candidates)
 
 
