@@ -310,9 +310,9 @@ def test_launcher_overrides_and_print(capsys):
 
     assert parse_overrides(["--lora.r", "8", "--smoke", "--dpo.beta=0.3"]) == \
         {"lora.r": "8", "smoke": "true", "dpo.beta": "0.3"}
-    assert main(["recipes/dpo_toy.yaml", "--print-recipe", "--lora.r", "8"]) == 0
+    assert main([str(REPO / "recipes/dpo_toy.yaml"), "--print-recipe", "--lora.r", "8"]) == 0
     assert "r: 8" in capsys.readouterr().out
-    assert main(["recipes/dpo_toy.yaml", "--print-recipe", "--lora.rank", "8"]) == 2
+    assert main([str(REPO / "recipes/dpo_toy.yaml"), "--print-recipe", "--lora.rank", "8"]) == 2
 
 
 def test_launcher_runs_a_smoke_recipe_end_to_end(tmp_path, capsys):
