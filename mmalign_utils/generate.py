@@ -197,7 +197,7 @@ def sample_k(
         mask = enc["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = model(**enc, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(**enc, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         cache.batch_repeat_interleave(k)
         logits = out.logits[:, -1].repeat_interleave(k, dim=0)
@@ -214,8 +214,7 @@ def sample_k(
             if done.all():
                 break
             mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
-                        use_cache=True)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, cache=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
         texts = [t.strip() for t in tok.batch_decode(tokens, skip_special_tokens=True)]
