@@ -180,8 +180,8 @@ def vit_result_rows(report: dict, model: str, notebook: str, seed: int, profile:
                           n=sum(r["n"] for r in report["vqa"]["by_family"] if r["family"] != "chart"),
                           seed=seed, profile=profile, protocol="normalized-exact-match"))
     rows.append(ResultRow(notebook=notebook, model=model, benchmark="vit-data", split="longform",
-                          metric="natural_share", value=report["longform"]["natural_share"],
-                          n=report["longform"]["n"], seed=seed, profile=profile))
+                          metric="natural_sentence_share", value=report["longform"]["natural_share"],
+                          n=report["longform"]["n_sentences"], seed=seed, profile=profile))
     return rows
 
 
