@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -45,13 +46,18 @@ def collect_results(artifacts_dir: str | Path) -> pd.DataFrame:
     skipped) as one table with a `source` column (the file's path relative to `artifacts_dir`). Rows identical in
     every results column are kept once, from the shallowest file (the run's own before a sweep's copy)."""
     root = Path(artifacts_dir)
-    files = [p for p in root.rglob("results.csv") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = [p for p in root.rglob("results.csv") if not _hidden(p, root)]
     files.sort(key=lambda p: (len(p.relative_to(root).parts), str(p)))
     frames = [_read_one(path, path.relative_to(root).as_posix()) for path in files]
     if not frames:
         return pd.DataFrame(columns=[*RESULT_COLUMNS, "source"])
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset=list(RESULT_COLUMNS), keep="first").reset_index(drop=True)
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Below a hidden folder (.ipynb_checkpoints, .git): never a run's output."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _read_one(path: Path, source: str) -> pd.DataFrame:
@@ -95,8 +101,12 @@ def aggregate_seeds(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     for column in MEASUREMENT_KEY:
         frame[column] = frame[column].fillna("").astype(str)
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").fillna(-1).astype(int)
-    rows = []
+    rows, clashes = [], []
     for key, group in frame.groupby(list(MEASUREMENT_KEY), sort=False):
+        differing = group.groupby("seed").filter(lambda g: g["value"].nunique() > 1 and g["source"].nunique() > 1)
+        if len(differing):
+            clashes.append(f"{key[1]} {key[2]}/{key[3]}/{key[4]} seed {differing['seed'].iloc[0]} in "
+                           f"{sorted(set(differing['source']))}")
         per_seed = group.groupby("seed", sort=True)[["value", "ci_low", "ci_high", "n"]].mean()
         k = len(per_seed)
         if k >= 2:
@@ -112,6 +122,11 @@ def aggregate_seeds(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                      "seeds": ",".join(str(s) for s in per_seed.index), "sd": sd, "ci_kind": kind,
                      "notebooks": ",".join(sorted(set(group["notebook"]))),
                      "sources": ";".join(sorted(set(group["source"])))})
+    if clashes:
+        # Usually a sweep over a parameter that is not in the model name: its runs are pooled as repeats.
+        warnings.warn(f"{len(clashes)} measurements have different values for the same seed in different files, "
+                      f"averaged as repeats (first: {clashes[0]}); a sweep parameter that changes a model belongs in "
+                      "its name ('<model>@name=value')", stacklevel=2)
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -435,6 +450,7 @@ def plot_ablation(df: pd.DataFrame, profile: str, knob: str, methods: Sequence[s
     pooled = _pooled(df, profile)
     roles = model_roles(profile, models, available=list(pooled["model"]) if len(pooled) else [])
     xlabel = "share of training data" if knob == "data" else "share of DPO pairs flipped"
+    reference = PAPER_DATA_SCALING if knob == "data" else PAPER_LABEL_NOISE
     fig, (ours, paper) = plt.subplots(1, 2, figsize=(11, 3.8))
     if table.empty:
         ours.text(0.5, 0.5, f"not measured:\nno '<model>@{knob}=...' rows\nfor {', '.join(methods)}",
@@ -448,12 +464,14 @@ def plot_ablation(df: pd.DataFrame, profile: str, knob: str, methods: Sequence[s
             line = ours.axhline(found.value, linestyle=style, color="grey", label=f"{role} ({roles[role]})")
             if np.isfinite(found.ci_low) and np.isfinite(found.ci_high):
                 ours.axhspan(found.ci_low, found.ci_high, color=line.get_color(), alpha=0.12)
+    right_end = max([*reference, *table[knob]]) + 0.05  # the same x range on both panels
+    for ax in (ours, paper):
+        ax.set_xlim(-0.05 if knob == "flip" else 0.0, right_end)
     ours.set_xlabel(xlabel)
     ours.set_ylabel(measure.label if measure is not None else "")
     ours.set_title(f"ours ({profile})")
     if ours.get_legend_handles_labels()[0]:
         ours.legend(fontsize=8)
-    reference = PAPER_DATA_SCALING if knob == "data" else PAPER_LABEL_NOISE
     paper.plot(list(reference), list(reference.values()), marker="s", color="black", label="DPO (paper)")
     paper.axhline(PAPER_TEXT_REFERENCES["base LLM"], linestyle="--", color="grey", label="Vicuna-1.5-13B")
     paper.axhline(PAPER_TEXT_REFERENCES["MLLM"], linestyle=":", color="grey", label="LLaVA-1.5-13B")
@@ -487,7 +505,8 @@ def save_text_per_prompt(per_prompt: pd.DataFrame, artifacts_dir: str | Path, mo
     finds it: {artifacts_dir}/textsuite_per_prompt/<model>__seed<seed>.csv."""
     missing = {"id", "strict", "n_words"} - set(per_prompt.columns)
     if missing:
-        raise ValueError(f"per-prompt table for {model!r} lacks {sorted(missing)}; pass textsuite.per_prompt_table(...)")
+        raise ValueError(f"per-prompt table for {model!r} lacks {sorted(missing)}; "
+                         "pass textsuite.per_prompt_table(...)")
     path = Path(artifacts_dir) / PER_PROMPT_DIR / f"{_safe_name(model)}__seed{seed}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     per_prompt.drop(columns=[c for c in ("model", "seed", "profile") if c in per_prompt]).assign(
@@ -566,15 +585,27 @@ def length_summary(per_prompt: pd.DataFrame, score: str = "strict", n_boot: int 
 
 def _fit_fixed_effects(y: np.ndarray, words: np.ndarray, model_idx: np.ndarray, prompt_idx: np.ndarray,
                        n_models: int, n_prompts: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Least squares of y = a[model] + g[prompt] + b * words; returns (a, g, b). The split of the level between a
-    and g is arbitrary (lstsq's minimum norm); a + g and b are what is identified and used."""
-    design = np.zeros((len(y), n_models + n_prompts + 1))
-    rows = np.arange(len(y))
-    design[rows, model_idx] = 1.0
-    design[rows, n_models + prompt_idx] = 1.0
-    design[:, -1] = words
-    coef = np.linalg.lstsq(design, y, rcond=None)[0]
-    return coef[:n_models], coef[n_models:-1], float(coef[-1])
+    """Least squares of y = a[model] + g[prompt] + b * words; returns (a, g, b). Solved through the normal
+    equations, built from counts and sums (the design is one-hot, so X'X costs no matrix product). The split of
+    the level between a and g is arbitrary (X'X is singular; lstsq picks one solution): a + g and b, which are
+    what the caller uses, are the same for every solution."""
+    scale = float(words.std()) or 1.0  # word counts in units of their spread keep X'X well conditioned
+    words = words / scale
+    size = n_models + n_prompts + 1
+    cells = np.bincount(model_idx * n_prompts + prompt_idx, minlength=n_models * n_prompts)
+    normal = np.zeros((size, size))
+    normal[:n_models, n_models:-1] = cells.reshape(n_models, n_prompts)
+    normal[n_models:-1, :n_models] = normal[:n_models, n_models:-1].T
+    normal[np.arange(n_models), np.arange(n_models)] = np.bincount(model_idx, minlength=n_models)
+    prompt_diag = np.arange(n_models, n_models + n_prompts)
+    normal[prompt_diag, prompt_diag] = np.bincount(prompt_idx, minlength=n_prompts)
+    normal[:n_models, -1] = normal[-1, :n_models] = np.bincount(model_idx, words, minlength=n_models)
+    normal[n_models:-1, -1] = normal[-1, n_models:-1] = np.bincount(prompt_idx, words, minlength=n_prompts)
+    normal[-1, -1] = float(words @ words)
+    right = np.concatenate([np.bincount(model_idx, y, minlength=n_models),
+                            np.bincount(prompt_idx, y, minlength=n_prompts), [float(words @ y)]])
+    coef = np.linalg.lstsq(normal, right, rcond=None)[0]
+    return coef[:n_models], coef[n_models:-1], float(coef[-1]) / scale
 
 
 def _lc_scores(y: np.ndarray, words: np.ndarray, model_idx: np.ndarray, prompt_idx: np.ndarray, n_models: int,
@@ -699,8 +730,7 @@ def find_annotation_stores(artifacts_dir: str | Path) -> list[Path]:
     from mmalign_utils.annotate.store import DB_NAME
 
     root = Path(artifacts_dir)
-    return sorted(p.parent for p in root.rglob(DB_NAME)
-                  if not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(p.parent for p in root.rglob(DB_NAME) if not _hidden(p, root))
 
 
 def _matching_samples(store_dir: Path, annotations: list[dict]) -> dict[str, list[str]]:
@@ -747,7 +777,7 @@ def plot_attribute_heatmaps(ours: pd.DataFrame | None, paper: pd.DataFrame | Non
     import matplotlib.pyplot as plt
 
     paper = paper_figure3() if paper is None else paper
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), layout="constrained")
     image = None
     for ax, corr, name in ((axes[0], ours, title), (axes[1], paper, "paper, Figure 3 (n = 500 human-labelled pairs)")):
         if corr is None or corr.empty:
@@ -834,19 +864,21 @@ def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[s
         ours = "; ".join(f"{n} {e.text()}" for n, e in zip(names, found))
         add(claim, statement, measure.label, paper_numbers, ours, rule(found))
 
+    def both_text_columns(names: Sequence[str]) -> str:
+        return paper_text("MT-Bench", names) + "; " + paper_text("AlpacaEval", names)
+
     text_pair_claim("a", "the MLLM is worse than its base LLM on text instructions", ["MLLM", "base LLM"],
-                    lambda e: _better(e[1], e[0]),
-                    paper_text("MT-Bench", ["MLLM", "base LLM"]) + "; " + paper_text("AlpacaEval", ["MLLM", "base LLM"]))
+                    lambda e: _better(e[1], e[0]), both_text_columns(["MLLM", "base LLM"]))
     text_pair_claim("b", "DPO is at least as good as the base LLM on text instructions", ["DPO", "base LLM"],
-                    lambda e: _not_worse(e[0], e[1]),
-                    paper_text("MT-Bench", ["DPO", "base LLM"]) + "; " + paper_text("AlpacaEval", ["DPO", "base LLM"]))
+                    lambda e: _not_worse(e[0], e[1]), both_text_columns(["DPO", "base LLM"]))
     ranking = ["DPO", "rejection sampling", "SteerLM", "SFT"]
     text_pair_claim("c", "text ranking DPO > rejection sampling > SteerLM > SFT", ranking,
                     lambda e: _combine([_better(e[i], e[i + 1]) for i in range(len(e) - 1)]),
                     paper_text("MT-Bench", ranking))
 
     visual = (("MM-Vet", Measure("shapes-mmvet", "all", "total", "Shapes-MM-Vet total"), "improves"),
-              ("LLaVA-Bench", Measure("shapes-llavabench", "all", "relative", "Shapes-LLaVA-Bench relative"), "improves"),
+              ("LLaVA-Bench", Measure("shapes-llavabench", "all", "relative", "Shapes-LLaVA-Bench relative"),
+               "improves"),
               ("POPE", Measure("shapes-pope", "all", "f1_mean", "Shapes-POPE F1 x100", 100.0), "stable"),
               ("MMBench", Measure("shapes-mmbench", "all", "circular_acc", "Shapes-MMBench circular x100", 100.0),
                "stable"))
@@ -887,6 +919,19 @@ def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[s
     return pd.DataFrame(rows, columns=["claim", "statement", "measure", "paper", "ours", "verdict", "note"])
 
 
+def claims_summary(claims: pd.DataFrame) -> str:
+    """Plain sentences: how many claims hold, then each claim with its verdict and our numbers or what is missing."""
+    counts = claims["verdict"].value_counts()
+    head = (f"{len(claims)} checks of the paper's claims: "
+            + ", ".join(f"{v} {int(counts.get(v, 0))}" for v in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURED))
+            + ".")
+    lines = [head]
+    for r in claims.itertuples():
+        evidence = r.ours if r.ours else r.note
+        lines.append(f"({r.claim}) {r.statement}: {r.verdict.upper()}. Ours: {evidence}. Paper: {r.paper}.")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Writing tables for the README
 
@@ -898,7 +943,9 @@ def frame_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}") -> str:
 
     def cell(value) -> str:
         if isinstance(value, float):
-            return "–" if math.isnan(value) else float_format.format(value)
+            if math.isnan(value):
+                return "–"
+            return float_format.format(0.0 if abs(value) < 1e-12 else value)  # least-squares noise is zero
         return str(value).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -921,7 +968,8 @@ __all__ = [
     "ABLATION_KNOBS", "DOES_NOT_HOLD", "HEADLINE_MEASURES", "HOLDS", "INCONCLUSIVE", "MEASUREMENT_KEY",
     "NOT_MEASURED", "PAPER_ANSWER_LENGTHS", "PAPER_DATA_SCALING", "PAPER_LABEL_NOISE", "PAPER_TEXT_REFERENCES",
     "PER_PROMPT_DIR", "ROLES", "TEXT_MEASURES", "Estimate", "Measure", "ablation_table", "aggregate_seeds",
-    "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "collect_results", "estimate",
+    "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary", "collect_results",
+    "estimate",
     "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table", "length_controlled_scores",
     "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3", "parse_ablation", "plot_ablation",
     "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths", "save_report_table", "save_text_per_prompt",

@@ -338,3 +338,23 @@ def test_notebook07_headless(tmp_path):
     for name in ("07_benchmarks", "07_data_scaling", "07_label_noise", "07_lengths", "07_attribute_correlations"):
         assert (artifacts / "figures" / f"{name}.png").stat().st_size > 5_000, name
     assert (artifacts / "lengths.md").exists()
+
+
+def test_same_seed_in_two_sweep_folders_is_flagged(tmp_path):
+    write_results(tmp_path / "sweeps" / "n_prompts=100,seed=0" / "results.csv", [text(DPO, 0.4)])
+    write_results(tmp_path / "sweeps" / "n_prompts=600,seed=0" / "results.csv", [text(DPO, 0.6)])
+    with pytest.warns(UserWarning, match="same seed in different files"):
+        agg = report.aggregate_seeds(report.collect_results(tmp_path))
+    assert agg.iloc[0]["value"] == pytest.approx(0.5) and agg.iloc[0]["n_seeds"] == 1
+
+
+def test_notebook_parameters_cell_first_and_outputs_stripped():
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "07_benchmarks_and_plots.ipynb")
+                          .read_text())
+    first = notebook["cells"][0]
+    assert first["cell_type"] == "code" and "parameters" in first["metadata"].get("tags", [])
+    source = "\n" + "".join(first["source"])
+    for name in ("profile", "smoke", "seed", "artifacts_dir", "models", "length_reference"):
+        assert f"\n{name} =" in source, name
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in notebook["cells"]
+               if c["cell_type"] == "code")
