@@ -98,36 +98,39 @@ def aggregate_seeds(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     frame = df.copy()
     if "source" not in frame:
         frame["source"] = ""
-    for column in MEASUREMENT_KEY:
+    for column in (*MEASUREMENT_KEY, "notebook", "source"):
         frame[column] = frame[column].fillna("").astype(str)
-    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").fillna(-1).astype(int)
-    rows, clashes = [], []
-    for key, group in frame.groupby(list(MEASUREMENT_KEY), sort=False):
-        differing = group.groupby("seed").filter(lambda g: g["value"].nunique() > 1 and g["source"].nunique() > 1)
-        if len(differing):
-            clashes.append(f"{key[1]} {key[2]}/{key[3]}/{key[4]} seed {differing['seed'].iloc[0]} in "
-                           f"{sorted(set(differing['source']))}")
-        per_seed = group.groupby("seed", sort=True)[["value", "ci_low", "ci_high", "n"]].mean()
-        k = len(per_seed)
-        if k >= 2:
-            mean, sd = float(per_seed["value"].mean()), float(per_seed["value"].std(ddof=1))
-            half = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * sd / math.sqrt(k)
-            value, low, high, kind = mean, mean - half, mean + half, "seeds"
-        else:
-            only = per_seed.iloc[0]
-            value, low, high, sd = float(only["value"]), float(only["ci_low"]), float(only["ci_high"]), math.nan
-            kind = "bootstrap" if np.isfinite(low) and np.isfinite(high) else "none"
-        rows.append({**dict(zip(MEASUREMENT_KEY, key)), "value": value, "ci_low": low, "ci_high": high,
-                     "n": float(per_seed["n"].mean()), "n_seeds": k,
-                     "seeds": ",".join(str(s) for s in per_seed.index), "sd": sd, "ci_kind": kind,
-                     "notebooks": ",".join(sorted(set(group["notebook"]))),
-                     "sources": ";".join(sorted(set(group["source"])))})
-    if clashes:
+    for column in _NUMBER_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["seed"] = frame["seed"].fillna(-1).astype(int)
+    key = list(MEASUREMENT_KEY)
+    per_seed = frame.groupby([*key, "seed"], sort=False).agg(
+        value=("value", "mean"), ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean"), n=("n", "mean"),
+        values=("value", "nunique"), files=("source", "nunique")).reset_index().sort_values("seed", kind="stable")
+    clashes = per_seed[(per_seed["values"] > 1) & (per_seed["files"] > 1)]
+    if len(clashes):
         # Usually a sweep over a parameter that is not in the model name: its runs are pooled as repeats.
+        first = clashes.iloc[0]
         warnings.warn(f"{len(clashes)} measurements have different values for the same seed in different files, "
-                      f"averaged as repeats (first: {clashes[0]}); a sweep parameter that changes a model belongs in "
+                      f"averaged as repeats (first: {first['model']} {first['benchmark']}/{first['split']}/"
+                      f"{first['metric']} seed {first['seed']}); a sweep parameter that changes a model belongs in "
                       "its name ('<model>@name=value')", stacklevel=2)
-    return pd.DataFrame(rows, columns=columns)
+    pooled = per_seed.groupby(key, sort=False).agg(
+        value=("value", "mean"), sd=("value", "std"), n_seeds=("seed", "size"), n=("n", "mean"),
+        seeds=("seed", lambda seeds: ",".join(map(str, seeds))), one_low=("ci_low", "first"),
+        one_high=("ci_high", "first")).reset_index()
+    files = frame.groupby(key, sort=False).agg(notebooks=("notebook", lambda x: ",".join(sorted(set(x)))),
+                                               sources=("source", lambda x: ";".join(sorted(set(x))))).reset_index()
+    pooled = pooled.merge(files, on=key, how="left")
+    several = pooled["n_seeds"] >= 2
+    t_quantile = stats.t.ppf(0.5 + confidence / 2, np.maximum(pooled["n_seeds"] - 1, 1))
+    half = t_quantile * pooled["sd"] / np.sqrt(pooled["n_seeds"])
+    pooled["ci_low"] = np.where(several, pooled["value"] - half, pooled["one_low"])
+    pooled["ci_high"] = np.where(several, pooled["value"] + half, pooled["one_high"])
+    has_ci = np.isfinite(pooled["one_low"]) & np.isfinite(pooled["one_high"])
+    pooled["ci_kind"] = np.where(several, "seeds", np.where(has_ci, "bootstrap", "none"))
+    pooled.loc[~several, "sd"] = math.nan
+    return pooled[columns]
 
 
 def _pooled(df: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
@@ -143,7 +146,8 @@ def _pooled(df: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
 
 
 def infer_profile(df: pd.DataFrame) -> str:
-    profiles = sorted(set(df["profile"].astype(str))) if len(df) else []
+    """The one profile the results hold ("toy" when they hold none); an error when they hold several."""
+    profiles = sorted(set(df["profile"].astype(str))) if len(df) else ["toy"]
     if len(profiles) != 1:
         raise ValueError(f"the results hold profiles {profiles}; pass profile= to say which one to report")
     return profiles[0]
@@ -162,7 +166,6 @@ class Measure:
     metric: str
     label: str
     factor: float = 1.0
-    higher_is_better: bool = True
 
 
 HEADLINE_MEASURES = (
@@ -171,8 +174,8 @@ HEADLINE_MEASURES = (
     Measure("shapes-pope", "all", "f1_mean", "Shapes-POPE F1 x100", 100.0),
     Measure("shapes-mmbench", "all", "circular_acc", "Shapes-MMBench CircularEval %", 100.0),
     Measure("shapes-mmhal", "all", "average", "Shapes-MMHal (0-6)"),
-    Measure("shapes-objhal", "all", "CHAIRs_refine", "Shapes-ObjHal CHAIRs % (lower better)", 100.0, False),
-    Measure("shapes-amber", "generative", "CHAIR", "Shapes-AMBER CHAIR (lower better)", 1.0, False),
+    Measure("shapes-objhal", "all", "CHAIRs_refine", "Shapes-ObjHal CHAIRs % (lower better)", 100.0),
+    Measure("shapes-amber", "generative", "CHAIR", "Shapes-AMBER CHAIR (lower better)"),
     Measure("textsuite", "heldout", "prompt_strict_acc", "Text suite strict %", 100.0),
     Measure("text-suite", "text", "prompt_strict_acc", "Text suite strict % (notebook 01)", 100.0),
     Measure("text-mtbench", "all", "overall", "MT-Bench-style (1-10)"),
@@ -181,7 +184,6 @@ HEADLINE_MEASURES = (
 # The offline text measure, in order of preference: the benchmark runner's, then notebook 01's (same prompts,
 # shorter answers). Claims compare models on one measure only, never across the two.
 TEXT_MEASURES = (HEADLINE_MEASURES[7], HEADLINE_MEASURES[8])
-_BY_NAME = {m.benchmark: m for m in HEADLINE_MEASURES}
 
 
 @dataclass(frozen=True)
@@ -417,7 +419,8 @@ def ablation_table(df: pd.DataFrame, profile: str, knob: str, methods: Sequence[
     roles = model_roles(profile, models, available=list(pooled["model"]) if len(pooled) else [])
     if measure is None and len(pooled):
         candidates = [roles[m] for m in methods if m in roles]
-        measure = next((m for m in TEXT_MEASURES if any(estimate(pooled, c, m) for c in candidates)), None)
+        measure = next((m for m in TEXT_MEASURES if any(estimate(pooled, c, m) is not None for c in candidates)),
+                       None)
     rows = []
     for method in methods:
         plain = roles.get(method)
@@ -487,7 +490,6 @@ def plot_ablation(df: pd.DataFrame, profile: str, knob: str, methods: Sequence[s
 # Answer lengths on the text suite
 
 PER_PROMPT_DIR = "textsuite_per_prompt"
-_NOTEBOOK01_CONDITIONS = {"base LLM": "base LLM", "MLLM": "MLLM"}  # notebook 01 condition -> role (no image)
 PAPER_ANSWER_LENGTHS = pd.DataFrame(  # paper-recipe.md §6.4 (inferred from committed generations), characters
     {"MT-Bench mean chars per turn": [1476, 935, 1014, math.nan, 1683, 1042, 883, 775, 289],
      "AlpacaEval mean output chars": [1435, 1070, math.nan, 1068, 1900, math.nan, 984, math.nan, math.nan]},
@@ -514,15 +516,23 @@ def save_text_per_prompt(per_prompt: pd.DataFrame, artifacts_dir: str | Path, mo
     return path
 
 
-def _notebook01_context(folder: Path, fallback_profile: str) -> tuple[str, int]:
-    """Profile and seed of a notebook 01 per-prompt file, from the results.csv it was written beside."""
+def _notebook01_context(folder: Path, profile: str, roles: Mapping[str, str]) -> tuple[str, int, dict[str, str]]:
+    """Profile, seed and {condition: model} of a notebook 01 per-prompt file, read from the results.csv written
+    beside it: the MLLM is the model with a "noisy-image" text-suite row, the base LLM the other one. What the
+    rows cannot tell falls back to `profile`, seed -1 and the profile's roles."""
+    names = {"base LLM": roles["base LLM"], "MLLM": roles["MLLM"]}
     results = folder.parent / "results.csv"
-    if results.exists():
-        rows = _read_one(results, "")
-        rows = rows[rows["notebook"].str.startswith("01")]
-        if rows["profile"].nunique() == 1 and rows["seed"].nunique() == 1:
-            return str(rows["profile"].iloc[0]), int(rows["seed"].iloc[0])
-    return fallback_profile, -1
+    if not results.exists():
+        return profile, -1, names
+    rows = _read_one(results, "")
+    rows = rows[rows["notebook"].str.startswith("01") & (rows["benchmark"] == "text-suite")]
+    run_profile = str(rows["profile"].iloc[0]) if rows["profile"].nunique() == 1 else profile
+    run_seed = int(rows["seed"].iloc[0]) if rows["seed"].nunique() == 1 else -1
+    mllm = set(rows.loc[rows["split"] == "noisy-image", "model"])
+    base = set(rows["model"]) - mllm
+    if len(mllm) == 1 and len(base) == 1:
+        names = {"base LLM": base.pop(), "MLLM": mllm.pop()}
+    return run_profile, run_seed, names
 
 
 def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
@@ -531,13 +541,14 @@ def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
     id, strict, n_words, origin (+ whatever else the files hold).
 
     Read from <any folder>/textsuite_per_prompt/*.csv (save_text_per_prompt) and from notebook 01's
-    01_degradation/per_prompt.csv (its "base LLM" and "MLLM" conditions, named by the profile's roles). A model
-    found in both keeps only the first kind (the benchmark runner's answers, up to 512 tokens, rather than
-    notebook 01's 200). Same model, seed and prompt twice (a copied folder): kept once."""
+    01_degradation/per_prompt.csv (its "base LLM" and "MLLM" conditions, named as in the results.csv beside it,
+    else by the profile's roles). A model found in both keeps only the first kind (the benchmark runner's
+    answers, up to 512 tokens, rather than notebook 01's 200). Same model, seed and prompt twice (a copied
+    folder): kept once."""
     root = Path(artifacts_dir)
     roles = model_roles(profile, models)
     frames = []
-    for path in sorted(root.rglob(f"{PER_PROMPT_DIR}/*.csv")):
+    for path in sorted(p for p in root.rglob(f"{PER_PROMPT_DIR}/*.csv") if not _hidden(p, root)):
         frame = pd.read_csv(path)
         missing = {"id", "strict", "n_words", "model", "seed", "profile"} - set(frame.columns)
         if missing:
@@ -545,13 +556,13 @@ def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
         frames.append(frame[frame["profile"].astype(str) == profile].assign(origin=path.relative_to(root).as_posix()))
     runner_models = set(pd.concat(frames)["model"]) if frames else set()
     for path in sorted(root.rglob("01_degradation/per_prompt.csv")):
-        run_profile, run_seed = _notebook01_context(path.parent, profile)
-        if run_profile != profile:
+        run_profile, run_seed, names = _notebook01_context(path.parent, profile, roles)
+        if run_profile != profile or _hidden(path, root):
             continue
         frame = pd.read_csv(path)
-        frame = frame[frame["condition"].isin(_NOTEBOOK01_CONDITIONS)]
-        frame = frame.assign(model=frame["condition"].map(lambda c: roles[_NOTEBOOK01_CONDITIONS[c]]),
-                             seed=run_seed, profile=profile, origin=path.relative_to(root).as_posix())
+        frame = frame[frame["condition"].isin(names)]
+        frame = frame.assign(model=frame["condition"].map(names), seed=run_seed, profile=profile,
+                             origin=path.relative_to(root).as_posix())
         frames.append(frame[~frame["model"].isin(runner_models)])
     if not frames:
         return pd.DataFrame(columns=["model", "seed", "id", "strict", "n_words", "origin"])
@@ -969,9 +980,8 @@ __all__ = [
     "NOT_MEASURED", "PAPER_ANSWER_LENGTHS", "PAPER_DATA_SCALING", "PAPER_LABEL_NOISE", "PAPER_TEXT_REFERENCES",
     "PER_PROMPT_DIR", "ROLES", "TEXT_MEASURES", "Estimate", "Measure", "ablation_table", "aggregate_seeds",
     "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary", "collect_results",
-    "estimate",
-    "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table", "length_controlled_scores",
-    "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3", "parse_ablation", "plot_ablation",
-    "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths", "save_report_table", "save_text_per_prompt",
-    "table4", "table4_flat", "table4_markdown",
+    "estimate", "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table",
+    "length_controlled_scores", "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3",
+    "parse_ablation", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths",
+    "save_report_table", "save_text_per_prompt", "table4", "table4_flat", "table4_markdown",
 ]
