@@ -62,7 +62,7 @@ def _hidden(path: Path, root: Path) -> bool:
 
 def _read_one(path: Path, source: str) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)  # every cell as written; numbers below
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not a readable results CSV ({error}); fix or delete the file") from None
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
@@ -70,11 +70,12 @@ def _read_one(path: Path, source: str) -> pd.DataFrame:
         raise ValueError(f"{path}: lacks the results columns {missing}; a results.csv must have the header "
                          f"{','.join(RESULT_COLUMNS)} (written by results.append_results)")
     frame = frame[list(RESULT_COLUMNS)].copy()
-    for column in _TEXT_COLUMNS:
-        frame[column] = frame[column].fillna("").astype(str)
+    written = frame["value"].str.strip().str.lower()
     for column in _NUMBER_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    bad = frame.index[frame["value"].isna()]
+    # "nan" is a measurement (an undefined metric, e.g. F1 with no positive answer); an empty or unreadable value
+    # is a broken row
+    bad = frame.index[frame["value"].isna() & (written != "nan")]
     if len(bad):
         raise ValueError(f"{path}: row {int(bad[0]) + 2} has no numeric value ({frame.loc[bad[0], 'model']}, "
                          f"{frame.loc[bad[0], 'benchmark']}, {frame.loc[bad[0], 'metric']}); fix or delete that line")
@@ -176,13 +177,14 @@ HEADLINE_MEASURES = (
     Measure("shapes-mmhal", "all", "average", "Shapes-MMHal (0-6)"),
     Measure("shapes-objhal", "all", "CHAIRs_refine", "Shapes-ObjHal CHAIRs % (lower better)", 100.0),
     Measure("shapes-amber", "generative", "CHAIR", "Shapes-AMBER CHAIR (lower better)"),
-    Measure("textsuite", "heldout", "prompt_strict_acc", "Text suite strict %", 100.0),
-    Measure("text-suite", "text", "prompt_strict_acc", "Text suite strict % (notebook 01)", 100.0),
+    Measure("text-suite", "text", "prompt_strict_acc", "Text suite strict %", 100.0),
+    Measure("textsuite", "heldout", "prompt_strict_acc", "Text suite strict % (textsuite edition)", 100.0),
     Measure("text-mtbench", "all", "overall", "MT-Bench-style (1-10)"),
     Measure("text-alpacaeval", "all", "win_rate", "AlpacaEval-style win %"),
 )
-# The offline text measure, in order of preference: the benchmark runner's, then notebook 01's (same prompts,
-# shorter answers). Claims compare models on one measure only, never across the two.
+# The offline text measure, in order of preference: notebook 01's rows, which the alignment notebooks also write
+# for every model they evaluate (same prompts and decoding), then the textsuite edition's (the runner's settings).
+# Claims compare models on one measure only, never across the two.
 TEXT_MEASURES = (HEADLINE_MEASURES[7], HEADLINE_MEASURES[8])
 
 
@@ -210,8 +212,8 @@ def estimate(pooled: pd.DataFrame, model: str | None, measure: Measure) -> Estim
         return None
     rows = pooled[(pooled["model"] == model) & (pooled["benchmark"] == measure.benchmark)
                   & (pooled["split"].astype(str) == measure.split) & (pooled["metric"] == measure.metric)]
-    if rows.empty:
-        return None
+    if rows.empty or not np.isfinite(float(rows.iloc[0]["value"])):
+        return None  # an undefined metric (NaN) supports no verdict
     row, f = rows.iloc[0], measure.factor
     return Estimate(float(row["value"]) * f, float(row["ci_low"]) * f, float(row["ci_high"]) * f,
                     int(row["n_seeds"]), str(row["ci_kind"]))
@@ -542,9 +544,9 @@ def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
 
     Read from <any folder>/textsuite_per_prompt/*.csv (save_text_per_prompt) and from notebook 01's
     01_degradation/per_prompt.csv (its "base LLM" and "MLLM" conditions, named as in the results.csv beside it,
-    else by the profile's roles). A model found in both keeps only the first kind (the benchmark runner's
-    answers, up to 512 tokens, rather than notebook 01's 200). Same model, seed and prompt twice (a copied
-    folder): kept once."""
+    else by the profile's roles). A model found in both keeps only the first kind, which records its seed
+    and profile (the alignment notebooks save the MLLM's answers there too). Same model, seed and prompt twice (a
+    copied folder): kept once."""
     root = Path(artifacts_dir)
     roles = model_roles(profile, models)
     frames = []
@@ -554,7 +556,7 @@ def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
         if missing:
             raise ValueError(f"{path}: lacks columns {sorted(missing)}; write it with report.save_text_per_prompt")
         frames.append(frame[frame["profile"].astype(str) == profile].assign(origin=path.relative_to(root).as_posix()))
-    runner_models = set(pd.concat(frames)["model"]) if frames else set()
+    saved_models = set(pd.concat(frames)["model"]) if frames else set()
     for path in sorted(root.rglob("01_degradation/per_prompt.csv")):
         run_profile, run_seed, names = _notebook01_context(path.parent, profile, roles)
         if run_profile != profile or _hidden(path, root):
@@ -563,7 +565,7 @@ def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
         frame = frame[frame["condition"].isin(names)]
         frame = frame.assign(model=frame["condition"].map(names), seed=run_seed, profile=profile,
                              origin=path.relative_to(root).as_posix())
-        frames.append(frame[~frame["model"].isin(runner_models)])
+        frames.append(frame[~frame["model"].isin(saved_models)])
     if not frames:
         return pd.DataFrame(columns=["model", "seed", "id", "strict", "n_words", "origin"])
     table = pd.concat(frames, ignore_index=True)
@@ -813,11 +815,14 @@ def plot_attribute_heatmaps(ours: pd.DataFrame | None, paper: pd.DataFrame | Non
 
 
 def _better(a: Estimate, b: Estimate) -> str:
-    """Claim a > b: holds when a is higher and the 95% intervals are disjoint; inconclusive when a is higher but
-    they overlap (or a CI is missing); does not hold when a is not higher."""
-    if a.value > b.value:
-        return HOLDS if a.above(b) else INCONCLUSIVE
-    return DOES_NOT_HOLD
+    """Claim a > b: holds when a is higher and the 95% intervals are disjoint; does not hold when a is not higher
+    and its interval lies wholly at or below b's; inconclusive otherwise (the intervals overlap, or a CI is
+    missing), whichever way the point estimates lean."""
+    if a.value > b.value and a.above(b):
+        return HOLDS
+    if a.value <= b.value and np.isfinite(a.ci_high) and np.isfinite(b.ci_low) and a.ci_high <= b.ci_low:
+        return DOES_NOT_HOLD
+    return INCONCLUSIVE
 
 
 def _not_worse(a: Estimate, b: Estimate) -> str:
@@ -840,6 +845,7 @@ def _within(a: Estimate, b: Estimate, tolerance: float) -> str:
 
 
 def _combine(verdicts: Sequence[str]) -> str:
+    """A chain (a ranking): does not hold if any link does not, holds if every link holds, else inconclusive."""
     if DOES_NOT_HOLD in verdicts:
         return DOES_NOT_HOLD
     return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
@@ -848,8 +854,9 @@ def _combine(verdicts: Sequence[str]) -> str:
 def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[str, str | None] | None = None,
                  tolerance_points: float = 2.0) -> pd.DataFrame:
     """The paper's claims, one row each, checked on our numbers: claim, statement, measure, paper, ours, verdict,
-    note. Verdicts: holds, does not hold, inconclusive (the direction agrees but the 95% intervals overlap), not
-    measured (a needed row is absent; the note names it). Rules: `_better`, `_not_worse`, `_within`."""
+    note. Verdicts: holds, does not hold, inconclusive (the 95% intervals do not decide; the note says which way
+    the point estimates lean), not measured (a needed value is absent; the note names it). Rules: `_better`,
+    `_not_worse`, `_within`, `_combine`."""
     from mmalign_utils.bench.shapes.table import paper_table4
 
     profile = profile or infer_profile(df)
@@ -861,9 +868,16 @@ def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[s
     def paper_text(column: str, names: Sequence[str]) -> str:
         return ", ".join(f"{n} {paper.loc[n, column]:g}" for n in names) + f" ({column})"
 
-    def add(claim: str, statement: str, measure: str, paper_numbers: str, ours: str, verdict: str, note: str = ""):
+    def add(claim: str, statement: str, measure: str, paper_numbers: str, ours: str, verdict: str, note: str = "",
+            agrees: bool | None = None):
+        if verdict == INCONCLUSIVE and not note:
+            lean = "agree with" if agrees else "go against"
+            note = f"the point estimates {lean} the claim, but the 95% intervals do not decide it"
         rows.append({"claim": claim, "statement": statement, "measure": measure, "paper": paper_numbers,
                      "ours": ours, "verdict": verdict, "note": note})
+
+    def descending(found: Sequence[Estimate]) -> bool:
+        return all(x.value > y.value for x, y in zip(found, found[1:]))
 
     def text_pair_claim(claim: str, statement: str, names: Sequence[str], rule, paper_numbers: str) -> None:
         measure, missing = _common_text_measure(pooled, [roles[n] for n in names])
@@ -873,18 +887,20 @@ def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[s
             return
         found = [estimate(pooled, roles[n], measure) for n in names]
         ours = "; ".join(f"{n} {e.text()}" for n, e in zip(names, found))
-        add(claim, statement, measure.label, paper_numbers, ours, rule(found))
+        add(claim, statement, measure.label, paper_numbers, ours, *rule(found))
 
     def both_text_columns(names: Sequence[str]) -> str:
         return paper_text("MT-Bench", names) + "; " + paper_text("AlpacaEval", names)
 
     text_pair_claim("a", "the MLLM is worse than its base LLM on text instructions", ["MLLM", "base LLM"],
-                    lambda e: _better(e[1], e[0]), both_text_columns(["MLLM", "base LLM"]))
+                    lambda e: (_better(e[1], e[0]), "", descending([e[1], e[0]])),
+                    both_text_columns(["MLLM", "base LLM"]))
     text_pair_claim("b", "DPO is at least as good as the base LLM on text instructions", ["DPO", "base LLM"],
-                    lambda e: _not_worse(e[0], e[1]), both_text_columns(["DPO", "base LLM"]))
+                    lambda e: (_not_worse(e[0], e[1]), "", e[0].value >= e[1].value),
+                    both_text_columns(["DPO", "base LLM"]))
     ranking = ["DPO", "rejection sampling", "SteerLM", "SFT"]
     text_pair_claim("c", "text ranking DPO > rejection sampling > SteerLM > SFT", ranking,
-                    lambda e: _combine([_better(e[i], e[i + 1]) for i in range(len(e) - 1)]),
+                    lambda e: (_combine([_better(x, y) for x, y in zip(e, e[1:])]), "", descending(e)),
                     paper_text("MT-Bench", ranking))
 
     visual = (("MM-Vet", Measure("shapes-mmvet", "all", "total", "Shapes-MM-Vet total"), "improves"),
@@ -903,11 +919,15 @@ def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[s
         if dpo is None or mllm is None:
             absent = [r for r, e in (("DPO", dpo), ("MLLM", mllm)) if e is None]
             add(f"d{index}", statement, measure.label, paper_numbers, "", NOT_MEASURED,
-                f"no {measure.benchmark}/{measure.split}/{measure.metric} row for {[roles.get(r) for r in absent]}")
+                f"no {measure.benchmark}/{measure.split}/{measure.metric} value for {[roles.get(r) for r in absent]}")
             continue
         ours = f"MLLM {mllm.text()} -> DPO {dpo.text()} ({dpo.value - mllm.value:+.2f} points)"
-        verdict = _better(dpo, mllm) if kind == "improves" else _within(dpo, mllm, tolerance_points)
-        add(f"d{index}", statement, measure.label, paper_numbers, ours, verdict)
+        if kind == "improves":
+            add(f"d{index}", statement, measure.label, paper_numbers, ours, _better(dpo, mllm),
+                agrees=dpo.value > mllm.value)
+        else:
+            add(f"d{index}", statement, measure.label, paper_numbers, ours, _within(dpo, mllm, tolerance_points),
+                agrees=abs(dpo.value - mllm.value) <= tolerance_points)
 
     for claim, knob, statement, pick in (
             ("e1", "data", "more preference data helps DPO (largest vs smallest data share)",
@@ -926,7 +946,7 @@ def claims_check(df: pd.DataFrame, profile: str | None = None, models: Mapping[s
         points = [Estimate(r.value, r.ci_low, r.ci_high, int(r.n_seeds), "") for r in table.itertuples()]
         ours = "; ".join(f"{knob} {level:g}: {e.text()}" for level, e in zip(table[knob], points))
         better, worse = pick(points)
-        add(claim, statement, label, paper_numbers, ours, _better(better, worse))
+        add(claim, statement, label, paper_numbers, ours, _better(better, worse), agrees=better.value > worse.value)
     return pd.DataFrame(rows, columns=["claim", "statement", "measure", "paper", "ours", "verdict", "note"])
 
 

@@ -125,7 +125,8 @@ def test_table4_places_ours_beside_the_papers(tmp_path):
     assert table.loc["MLLM", ("MMBench", "ours")] == pytest.approx(60.0)  # 0.60 as the paper's %
     assert table.loc["MLLM", ("POPE", "ours")] == 0.85 and table.loc["MLLM", ("POPE", "paper")] == 0.859
     assert math.isnan(table.loc["MLLM", ("LLaVA-Bench", "ours")])
-    assert table.loc["base LLM", ("Text suite", "ours")] == pytest.approx(44.0)  # the runner's measure, x100
+    # text-suite/text has only the base LLM here: the column takes textsuite/heldout, which has all six (x100)
+    assert table.loc["base LLM", ("Text suite", "ours")] == pytest.approx(44.0)
     assert table.loc["DPO", ("Text suite", "ours")] == pytest.approx(50.0)  # not the paper-profile row
     assert table.attrs["ci"][("DPO", "MM-Vet")] == (37.0, 43.0)
     markdown = report.table4_markdown(table)
@@ -153,6 +154,7 @@ def test_claims_verdicts(tmp_path):
     assert verdicts["b"] == report.HOLDS
     # c: 0.50 > 0.45 > 0.35 > 0.30 in order, but neighbouring intervals overlap
     assert verdicts["c"] == report.INCONCLUSIVE
+    assert "point estimates agree with the claim" in claims.loc["c", "note"]
     # d1: MM-Vet 30 [28, 32] -> 40 [37, 43]; d2: no MLLM LLaVA-Bench row
     assert verdicts["d1"] == report.HOLDS
     assert verdicts["d2"] == report.NOT_MEASURED and "toy-llava" in claims.loc["d2", "note"]
@@ -172,7 +174,8 @@ def test_claims_not_measured_and_no_mixed_measures():
                               text(DPO, 0.9, (0.8, 1.0))])
     claims = report.claims_check(only_nb01).set_index("claim")
     assert claims.loc["a", "verdict"] == report.INCONCLUSIVE  # lower, intervals overlap
-    assert "notebook 01" in claims.loc["a", "measure"]
+    assert "point estimates agree" in claims.loc["a", "note"]
+    assert claims.loc["a", "measure"] == "Text suite strict %"  # text-suite/text, the first text measure
     # DPO is on the runner's measure, the base LLM only on notebook 01's: not compared across measures
     assert claims.loc["b", "verdict"] == report.NOT_MEASURED
     empty = report.claims_check(pd.DataFrame(columns=[*RESULT_COLUMNS]))  # no rows, no profile: all not measured
@@ -184,7 +187,12 @@ def test_verdict_rules():
     assert report._better(e(2, 1.5, 2.5, 1, ""), e(1, 0.5, 1.4, 1, "")) == report.HOLDS
     assert report._better(e(2, 1.5, 2.5, 1, ""), e(1, 0.5, 1.6, 1, "")) == report.INCONCLUSIVE
     assert report._better(e(2, math.nan, math.nan, 1, ""), e(1, 0.5, 1.4, 1, "")) == report.INCONCLUSIVE
-    assert report._better(e(1, 0, 2, 1, ""), e(1, 0, 2, 1, "")) == report.DOES_NOT_HOLD
+    assert report._better(e(1, 0, 2, 1, ""), e(1, 0, 2, 1, "")) == report.INCONCLUSIVE  # equal, uncertain
+    assert report._better(e(0, 0, 0, 1, ""), e(0, 0, 0, 1, "")) == report.DOES_NOT_HOLD  # equal, certain
+    assert report._better(e(1, 0.5, 1.4, 1, ""), e(2, 1.5, 2.5, 1, "")) == report.DOES_NOT_HOLD
+    assert report._better(e(1, 0.5, 1.6, 1, ""), e(2, 1.5, 2.5, 1, "")) == report.INCONCLUSIVE
+    assert report._combine([report.HOLDS, report.INCONCLUSIVE]) == report.INCONCLUSIVE
+    assert report._combine([report.HOLDS, report.DOES_NOT_HOLD, report.INCONCLUSIVE]) == report.DOES_NOT_HOLD
     assert report._not_worse(e(0.9, 0.8, 1.0, 1, ""), e(1.0, 0.95, 1.05, 1, "")) == report.INCONCLUSIVE
     assert report._not_worse(e(0.5, 0.4, 0.6, 1, ""), e(1.0, 0.95, 1.05, 1, "")) == report.DOES_NOT_HOLD
     assert report._within(e(53, 50, 56, 1, ""), e(50, 48, 52, 1, ""), 2) == report.INCONCLUSIVE  # [-2, 8]
@@ -406,3 +414,15 @@ def test_notebook_code_on_an_empty_run(tmp_path):
     claims = pd.read_csv(tmp_path / "claims.csv")
     assert claims["verdict"].eq("not measured").all()
     assert (tmp_path / "table4.md").exists() and (tmp_path / "figures" / "07_label_noise.png").exists()
+
+
+def test_nan_value_is_kept_but_supports_no_verdict_and_empty_value_is_an_error(tmp_path):
+    write_results(tmp_path / "results.csv", [row(MLLM, "shapes-pope", "all", "f1_mean", math.nan),
+                                             row(DPO, "shapes-pope", "all", "f1_mean", 0.8, (0.7, 0.9))])
+    raw = report.collect_results(tmp_path)
+    assert len(raw) == 2 and raw["value"].isna().sum() == 1  # F1 undefined: a measurement, not a broken row
+    claims = report.claims_check(raw, "toy").set_index("claim")
+    assert claims.loc["d3", "verdict"] == report.NOT_MEASURED
+    (tmp_path / "results.csv").write_text((tmp_path / "results.csv").read_text().replace(",nan,", ",,", 1))
+    with pytest.raises(ValueError, match=r"row 2 has no numeric value \(toy-llava, shapes-pope, f1_mean\)"):
+        report.collect_results(tmp_path)
