@@ -572,21 +572,27 @@ def load_text_per_prompt(artifacts_dir: str | Path, profile: str,
     return table.drop_duplicates(["model", "seed", "id"], keep="first").reset_index(drop=True)
 
 
-def _per_model_prompt_means(per_prompt: pd.DataFrame, score: str) -> pd.DataFrame:
-    """One row per (model, prompt): seeds averaged, so a prompt weighs the same whatever the number of seeds."""
-    return per_prompt.groupby(["model", "id"], sort=False)[[score, "n_words"]].mean().reset_index()
+def _per_model_prompt_means(per_prompt: pd.DataFrame, score: str, order: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (model, prompt): seeds averaged, so a prompt weighs the same whatever the number of seeds.
+    Models in `order` come first, in that order; the others follow as found."""
+    means = per_prompt.groupby(["model", "id"], sort=False)[[score, "n_words"]].mean().reset_index()
+    found = list(dict.fromkeys(means["model"]))
+    ranked = [m for m in order if m in found] + [m for m in found if m not in order]
+    return means.assign(model=pd.Categorical(means["model"], ranked)).sort_values("model", kind="stable").assign(
+        model=lambda frame: frame["model"].astype(str)).reset_index(drop=True)
 
 
-def length_summary(per_prompt: pd.DataFrame, score: str = "strict", n_boot: int = 2000, seed: int = 0
-                   ) -> pd.DataFrame:
-    """Per model: prompts, seeds, mean words and mean score with percentile bootstrap 95% CIs over prompts."""
+def length_summary(per_prompt: pd.DataFrame, score: str = "strict", n_boot: int = 2000, seed: int = 0,
+                   order: Sequence[str] = ()) -> pd.DataFrame:
+    """Per model: prompts, seeds, mean words and mean score with percentile bootstrap 95% CIs over prompts.
+    Models in `order` (e.g. model_roles(...).values()) come first."""
     from mmalign_utils.results import bootstrap_ci
 
     columns = ["model", "n_prompts", "n_seeds", "mean_words", "words_ci_low", "words_ci_high", score,
                f"{score}_ci_low", f"{score}_ci_high"]
     if per_prompt.empty:
         return pd.DataFrame(columns=columns)
-    means = _per_model_prompt_means(per_prompt, score)
+    means = _per_model_prompt_means(per_prompt, score, order)
     rows = []
     for model, group in means.groupby("model", sort=False):
         words = bootstrap_ci(group["n_words"].to_numpy(float), n_boot=n_boot, seed=seed)
@@ -630,7 +636,7 @@ def _lc_scores(y: np.ndarray, words: np.ndarray, model_idx: np.ndarray, prompt_i
 
 
 def length_controlled_scores(per_prompt: pd.DataFrame, reference_model: str, score: str = "strict",
-                             n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
+                             n_boot: int = 500, seed: int = 0, order: Sequence[str] = ()) -> pd.DataFrame:
     """Text-suite score with answer length held fixed at the reference (base) model's mean length.
 
     Method: seeds averaged per (model, prompt); the linear model score ~ model + prompt + b * words (model and
@@ -638,12 +644,12 @@ def length_controlled_scores(per_prompt: pd.DataFrame, reference_model: str, sco
     prediction on the average prompt at the reference model's mean word count, i.e. with balanced data its raw
     mean minus b * (its mean words - the reference's). 95% CIs: percentile bootstrap resampling prompts (each
     prompt with all its models' answers) and refitting. Columns: model, raw, mean_words, lc_score, lc_ci_low,
-    lc_ci_high, slope_per_100_words, reference_model, reference_words."""
+    lc_ci_high, slope_per_100_words, reference_model, reference_words. Models in `order` come first."""
     columns = ["model", "raw", "mean_words", "lc_score", "lc_ci_low", "lc_ci_high", "slope_per_100_words",
                "reference_model", "reference_words"]
     if per_prompt.empty:
         return pd.DataFrame(columns=columns)
-    means = _per_model_prompt_means(per_prompt, score)
+    means = _per_model_prompt_means(per_prompt, score, order)
     models = list(dict.fromkeys(means["model"]))
     if reference_model not in models:
         raise ValueError(f"reference model {reference_model!r} has no per-prompt text-suite answers; "
@@ -703,7 +709,9 @@ def plot_lengths(summary: pd.DataFrame, controlled: pd.DataFrame | None = None):
         left.set_ylabel("mean words per answer")
         left.set_title("answer length on the text suite")
     if controlled is None or controlled.empty:
-        right.text(0.5, 0.5, "not measured", ha="center", va="center", transform=right.transAxes)
+        right.text(0.5, 0.5, "length control not measured:\nno per-prompt answers of a reference model",
+                   ha="center", va="center", transform=right.transAxes)
+        right.axis("off")
     else:
         x = np.arange(len(controlled))
         right.bar(x - 0.2, controlled["raw"], 0.4, label="raw")

@@ -239,6 +239,7 @@ def test_length_summary_and_bins():
     summary = report.length_summary(per_prompt_rows(), n_boot=50).set_index("model")
     assert summary.loc["B", "mean_words"] == 70 and summary.loc["B", "n_seeds"] == 2
     assert summary.loc["A", "strict"] == 0.0 and summary.loc["B", "n_prompts"] == 2
+    assert report.length_summary(per_prompt_rows(), n_boot=10, order=["B", "C"])["model"].tolist() == ["B", "A"]
     bins = report.length_bins_table(per_prompt_rows(), n_bins=2)
     assert bins[("B", "answers")].sum() == 2 and bins[("A", "answers")].sum() == 2
 
