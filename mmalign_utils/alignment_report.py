@@ -470,11 +470,13 @@ def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | 
     "textsuite" edition (split "heldout", the Table 4 column). Visual: every offline ShapesWorld edition through
     `bench.shapes.runner.evaluate` (closed questions by option scoring, open ones greedy, the oracle as judge).
     `steer` asks every question with these SteerLM attributes (SteeredProcessor). The answers are saved under
-    eval_dir(ctx, name); the rows are returned, not appended (the notebook appends them).
+    eval_dir(ctx, name), the text-suite table also where notebook 07 reads it (report.save_text_per_prompt); the
+    rows are returned, not appended (the notebook appends them).
     """
     from mmalign_utils import degradation as deg
     from mmalign_utils.bench.shapes.editions import get_edition
     from mmalign_utils.bench.shapes.runner import evaluate, to_result_rows
+    from mmalign_utils.report import save_text_per_prompt
     from mmalign_utils.textsuite import load_text_suite
 
     settings = settings or eval_settings(ctx)
@@ -508,6 +510,8 @@ def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | 
 
     folder = eval_dir(ctx, name)
     per_prompt.to_csv(folder / "text_suite.csv", index=False)
+    # notebook 07's length analysis reads every model's per-prompt answers from here
+    save_text_per_prompt(per_prompt, ctx.artifacts_dir, name, ctx.seed, ctx.profile)
     saved = {edition: {str(k): v for k, v in result["answers"].items()} for edition, result in scores.items()}
     (folder / "answers.json").write_text(json.dumps(saved, indent=1, default=str))
     (folder / "settings.json").write_text(json.dumps({**asdict(settings), "steer": dict(steer or {})}, indent=1))
