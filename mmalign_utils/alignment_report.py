@@ -754,8 +754,9 @@ def sweep_rows(summary: pd.DataFrame, model_name: str, ctx, set_name: str, n_ite
         rho = group["spearman_words"].iloc[0]
         if not (isinstance(rho, float) and math.isnan(rho)):
             rows.append(ResultRow(notebook=ctx.notebook, model=model_name, benchmark="steerlm-sweep",
-                                  split=f"{set_name}:{attribute}", metric="spearman_value_vs_words", value=float(rho),
-                                  n=n_items, seed=ctx.seed, profile=ctx.profile, protocol="greedy; other attributes at 4"))
+                                  split=f"{set_name}:{attribute}", metric="spearman_value_vs_words",
+                                  value=float(rho), n=n_items, seed=ctx.seed, profile=ctx.profile,
+                                  protocol="greedy; other attributes at 4"))
     return rows
 
 
@@ -792,12 +793,12 @@ def plot_sweep(summaries: Mapping[str, pd.DataFrame], measures: Sequence[str] | 
 
 
 __all__ = [
-    "DEFAULT_SETTINGS", "DPO_CURVES", "EvalSettings", "HEADLINES", "METHOD_SUFFIX", "MissingDatasetError", "SFT_CURVES",
-    "SteeredProcessor", "SweepSet", "TRAINING_LOG", "aligned_dir", "aligned_model_name", "alignment_recipe",
-    "change_summary", "comparison_table", "data_preview", "dataset_name", "eval_dir", "eval_settings", "evaluate_aligned", "folder_name", "image_sweep_set", "log_frame",
-    "parse_attributes", "parse_overrides", "percent_of", "plot_comparison", "plot_dpo_curves", "plot_sft_curves",
-    "plot_reference_logps", "plot_sweep", "preference_dataset", "release", "load_trained", "rows_trained",
-    "save_training_log",
-    "starting_model_rows", "sweep_rows", "text_answers",
-    "text_sweep_set", "training_rows", "visual_editions",
+    "DEFAULT_SETTINGS", "DPO_CURVES", "EvalSettings", "HEADLINES", "METHOD_SUFFIX", "MissingDatasetError",
+    "SFT_CURVES", "SteeredProcessor", "SweepSet", "TRAINING_LOG", "aligned_dir", "aligned_model_name",
+    "alignment_recipe", "change_summary", "comparison_table", "data_preview", "dataset_name", "eval_dir",
+    "eval_settings", "evaluate_aligned", "folder_name", "image_sweep_set", "load_trained", "log_frame",
+    "parse_attributes", "parse_overrides", "percent_of", "plot_comparison", "plot_dpo_curves",
+    "plot_reference_logps", "plot_sft_curves", "plot_sweep", "preference_dataset", "release", "rows_trained",
+    "save_training_log", "starting_model_rows", "sweep_rows", "text_answers", "text_sweep_set", "training_rows",
+    "visual_editions",
 ]

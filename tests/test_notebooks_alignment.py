@@ -63,10 +63,12 @@ def test_model_names_carry_only_non_default_settings(ctx):
         == "toy-llava-dpo"
     assert ar.aligned_model_name(ctx, "dpo", data=50, flip=0) == "toy-llava-dpo@data=0.5"
     assert ar.aligned_model_name(ctx, "dpo", flip=0.25) == "toy-llava-dpo@flip=0.25"
-    assert ar.aligned_model_name(ctx, "dpo", beta=0.3, loss="sigmoid,sft") == "toy-llava-dpo@beta=0.3,loss=sigmoid+sft"
+    assert ar.aligned_model_name(ctx, "dpo", beta=0.3, loss="sigmoid,sft") \
+        == "toy-llava-dpo@beta=0.3,loss=sigmoid+sft"
     assert ar.aligned_model_name(ctx, "rejection_sampling", data=0.25) == "toy-llava-rs@data=0.25"
     assert ar.aligned_model_name(ctx, "sft", source="reference") == "toy-llava-sft"
-    assert ar.aligned_model_name(ctx, "steerlm", complexity=2, verbosity=2) == "toy-llava-steerlm@complexity=2,verbosity=2"
+    assert ar.aligned_model_name(ctx, "steerlm", complexity=2, verbosity=2) \
+        == "toy-llava-steerlm@complexity=2,verbosity=2"
     paper = RunContext(profile="paper", artifacts_dir=ctx.artifacts_dir)
     assert ar.aligned_model_name(paper, "dpo") == "llava-hf/llava-1.5-13b-hf-dpo"
     assert ar.aligned_dir(paper, "llava-hf/llava-1.5-13b-hf-dpo").name == "llava-hf__llava-1.5-13b-hf-dpo"
@@ -161,8 +163,8 @@ def test_steered_processor_matches_the_steerlm_training_rows():
     from mmalign_utils.preference import AnnotatedPrompt, build_steerlm
 
     scores = {"helpfulness": 3, "correctness": 2, "coherence": 4, "complexity": 1, "verbosity": 0}
-    prompt = AnnotatedPrompt("p0", image=Image.new("RGB", (8, 8)), question="Is there a star?", answers=["No."], scores=[scores],
-                             image_id="scene-1")
+    prompt = AnnotatedPrompt("p0", image=Image.new("RGB", (8, 8)), question="Is there a star?", answers=["No."],
+                             scores=[scores], image_id="scene-1")
     row = build_steerlm([prompt])[0]
     trained_text = [p["text"] for p in row["messages"][0]["content"] if p.get("type") == "text"][0]
     asked = ar.SteeredProcessor(_RecordingProcessor(), scores).apply_chat_template(
