@@ -490,8 +490,6 @@ def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | 
     per_prompt = deg.score_condition(prompts, answers, name, tokenizer=getattr(processor, "tokenizer", processor))
     rows = deg.result_rows(deg.summarize(per_prompt, seed=ctx.seed), {name: name}, ctx.notebook, ctx.seed,
                            ctx.profile)
-    for row in rows:
-        row.split = "text"  # no image in the context (result_rows reads "image" in the condition name as noisy)
 
     textsuite = get_edition("textsuite")
     items = textsuite.build(settings.text_prompts, ctx.seed)

@@ -74,12 +74,12 @@ def paired_difference(per_prompt: pd.DataFrame, a: str, b: str, column: str = "s
 
 
 def result_rows(summary: pd.DataFrame, models: dict[str, str], notebook: str, seed: int, profile: str,
-                benchmark: str = "text-suite") -> list[ResultRow]:
-    """Rows for results.csv; `models` maps a condition to its model name, the split says whether an image was
-    in the context ("text" or "noisy-image")."""
+                benchmark: str = "text-suite", noisy_conditions: Sequence[str] = ()) -> list[ResultRow]:
+    """Rows for results.csv; `models` maps a condition to its model name. The split says whether an irrelevant
+    image was in the context: "noisy-image" for the conditions named in `noisy_conditions`, else "text"."""
     rows = []
     for r in summary.itertuples():
-        split = "noisy-image" if "image" in r.condition else "text"
+        split = "noisy-image" if r.condition in noisy_conditions else "text"
         rows.append(ResultRow(notebook=notebook, model=models[r.condition], benchmark=benchmark, split=split,
                               metric=r.metric, value=r.value, n=r.n, ci_low=r.ci_low, ci_high=r.ci_high,
                               seed=seed, profile=profile, protocol="strict+loose", judge="rules"))

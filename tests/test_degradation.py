@@ -42,5 +42,6 @@ def test_result_rows_name_the_split_by_condition():
                              "ci_low": 0.0, "ci_high": 0.2, "n": 10},
                             {"condition": "base LLM", "metric": "prompt_strict_acc", "value": 0.3,
                              "ci_low": 0.2, "ci_high": 0.4, "n": 10}])
-    rows = deg.result_rows(summary, {"MLLM + irrelevant image": "toy-llava", "base LLM": "smollm2"}, "01", 0, "toy")
+    rows = deg.result_rows(summary, {"MLLM + irrelevant image": "toy-llava", "base LLM": "smollm2"}, "01", 0, "toy",
+                           noisy_conditions=["MLLM + irrelevant image"])
     assert [(r.model, r.split) for r in rows] == [("toy-llava", "noisy-image"), ("smollm2", "text")]
