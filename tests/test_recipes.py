@@ -63,7 +63,7 @@ def test_recipe_for_a_notebook_run_context(tmp_path):
     recipe = recipe_for_run("steerlm", ctx, **{"lora.r": 8})
     assert (recipe.method, recipe.profile, recipe.seed, recipe.smoke, recipe.lora.r) == ("steerlm", "toy", 3, True, 8)
     assert recipe.model == str(tmp_path / "toy-smoke" / "toy_llava" / "model")
-    assert recipe.train_data == str(tmp_path / "toy-smoke" / "datasets" / "steerlm")
+    assert recipe.train_data == str(tmp_path / "toy-smoke" / "preference" / "steerlm")
     assert recipe.output_dir == str(tmp_path / "toy-smoke" / "runs" / "steerlm")
     paper = recipe_for_run("dpo", RunContext(profile="paper", artifacts_dir=tmp_path))
     assert paper.model == "llava-hf/llava-1.5-13b-hf" and paper.lora.r == 128

@@ -157,7 +157,7 @@ def _paper(method: str) -> Recipe:
                           gradient_accumulation_steps=2, max_length=2048)
     return Recipe(
         method=method, profile="paper", model="llava-hf/llava-1.5-13b-hf",
-        train_data=f"artifacts/paper/datasets/{method}", output_dir=f"artifacts/paper/runs/{method}",
+        train_data=f"artifacts/paper/preference/{method}", output_dir=f"artifacts/paper/runs/{method}",
         lora=LoraSpec(r=128, alpha=256, dropout=0.05), optim=optim,
         hardware=HardwareSpec(precision="bf16", weights_dtype="bf16", gradient_checkpointing=True),
         dpo=DPOSpec(beta=0.1, loss_type="sigmoid"), logging_steps=10, save_steps=500,
@@ -175,7 +175,7 @@ def _toy(method: str) -> Recipe:
                           gradient_accumulation_steps=1, max_length=None)
     return Recipe(
         method=method, profile="toy", model="artifacts/toy/toy_llava/model",
-        train_data=f"artifacts/toy/datasets/{method}", output_dir=f"artifacts/toy/runs/{method}",
+        train_data=f"artifacts/toy/preference/{method}", output_dir=f"artifacts/toy/runs/{method}",
         lora=LoraSpec(r=16, alpha=32, dropout=0.05), optim=optim,
         hardware=HardwareSpec(precision="auto", weights_dtype="auto", gradient_checkpointing=False),
         dpo=DPOSpec(beta=0.1, loss_type="sigmoid", ref_batch_size=8), logging_steps=5, save_steps=100,
@@ -212,11 +212,11 @@ def smoke_settings(recipe: Recipe) -> Recipe:
 
 def recipe_for_run(method: str, ctx: Any, **overrides: Any) -> Recipe:
     """The method's recipe for a notebook's RunContext: its profile, seed and smoke flag, and paths under its
-    artifacts (model: the VIT'd toy LLaVA or the profile's MLLM; data: <variant>/datasets/<method>; output:
+    artifacts (model: the VIT'd toy LLaVA or the profile's MLLM; data: <variant>/preference/<method> (where notebook 02 saves it); output:
     <variant>/runs/<method>). `overrides` are dotted keys, as on the command line."""
     model = str(ctx.shared_path("toy_llava", "model")) if ctx.profile == "toy" else ctx.spec.mllm
     data = {"method": method, "profile": ctx.profile, "seed": ctx.seed, "smoke": ctx.smoke, "model": model,
-            "train_data": str(ctx.shared_path("datasets", method)), "output_dir": str(ctx.shared_path("runs", method))}
+            "train_data": str(ctx.shared_path("preference", method)), "output_dir": str(ctx.shared_path("runs", method))}
     return recipe_from_dict(data, overrides)
 
 
