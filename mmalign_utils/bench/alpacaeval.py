@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files
-from mmalign_utils.bench.judged_common import base_result, check_n_runs, match_answers, read_json, write_json
+from mmalign_utils.bench.judged_common import base_result, check_n_runs, check_protocol, match_answers, read_json, require_judge, write_json
 from mmalign_utils.judges.base import Judge, JudgeReply, JudgeRequest
 
 NAME = "alpaca_eval"
@@ -97,14 +97,14 @@ class LogprobJudgeRequest(JudgeRequest):
 
 
 def required_files(protocol: str = DEFAULT_PROTOCOL, length_controlled: bool = False) -> list[DataFile]:
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     return [EVAL_SET[protocol], ANNOTATOR_PROMPT[protocol]] + ([DF_GAMED] if length_controlled else [])
 
 
 def load(data_dir: str | Path, verify_hash: bool = True, protocol: str = DEFAULT_PROTOCOL) -> list[dict]:
     """Items {id: instruction (the key AlpacaEval matches on), index (position in the eval set), instruction,
     question, reference (the reference model's output), reference_generator, category (the `dataset` column)}."""
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     spec = EVAL_SET[protocol]
     check_files(NAME, data_dir, [spec], verify_hash=verify_hash)
     path = Path(data_dir) / spec.relpath
@@ -123,7 +123,7 @@ def load(data_dir: str | Path, verify_hash: bool = True, protocol: str = DEFAULT
 
 def load_annotator_prompt(data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL, verify_hash: bool = True) -> str:
     """The annotator's prompt template file (hash-checked)."""
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     spec = ANNOTATOR_PROMPT[protocol]
     check_files(NAME, data_dir, [spec], verify_hash=verify_hash)
     return (Path(data_dir) / spec.relpath).read_text(encoding="utf-8")
@@ -139,7 +139,7 @@ def load_df_gamed(data_dir: str | Path):
 
 def build_model_prompts(items: Sequence[dict], protocol: str = DEFAULT_PROTOCOL) -> list[dict]:
     """Per instruction: {id, text, temperature 0, do_sample False, max_new_tokens 1024, conv_template}."""
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     return [{"id": it["id"], "text": it["instruction"], "temperature": 0.0, "do_sample": False,
              "max_new_tokens": MAX_NEW_TOKENS, "conv_template": CONV_TEMPLATE} for it in items]
 
@@ -418,7 +418,7 @@ def score(items: Sequence[dict], answers: Mapping[str, str], *, protocol: str = 
     `annotations` in AlpacaEval's annotation shape (instruction, output_1 = reference, output_2 = model,
     preference, raw judge text, whether the pair was shown swapped).
     """
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     check_n_runs(n_runs)
     if length_controlled and df_gamed is None:
         raise ValueError("length_controlled=True needs df_gamed (load_df_gamed(data_dir) reads df_gamed.csv)")
@@ -471,8 +471,7 @@ def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = D
                judge: Judge | None = None, **kw) -> dict:
     """Load the eval set and annotator prompt (and df_gamed.csv when length_controlled=True) from data_dir, read
     the model outputs, and score them."""
-    if judge is None:
-        raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")
+    require_judge(NAME, judge)
     verify_hash = kw.pop("verify_hash", True)
     items = load(data_dir, verify_hash=verify_hash, protocol=protocol)
     template = load_annotator_prompt(data_dir, protocol, verify_hash=verify_hash)
@@ -480,7 +479,3 @@ def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = D
         kw["df_gamed"] = load_df_gamed(data_dir)
     return score(items, read_answers(answers_path), protocol=protocol, judge=judge, annotator_prompt=template, **kw)
 
-
-def _check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"{NAME}: unknown protocol {protocol!r}; choose one of {PROTOCOLS}")

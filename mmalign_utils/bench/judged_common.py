@@ -119,6 +119,17 @@ def mean_or_nan(values: Iterable[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
+def check_protocol(benchmark: str, protocol: str, protocols: Sequence[str]) -> None:
+    if protocol not in protocols:
+        raise ValueError(f"{benchmark}: unknown protocol {protocol!r}; choose one of {tuple(protocols)}")
+
+
+def require_judge(benchmark: str, judge: Judge | None) -> Judge:
+    if judge is None:
+        raise ValueError(f"{benchmark} needs a judge (e.g. from mmalign_utils.judges.factory)")
+    return judge
+
+
 def check_n_runs(n_runs: int) -> None:
     if not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")

@@ -28,7 +28,14 @@ from typing import Any
 
 from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files, read_jsonl, sha256_file
 from mmalign_utils.bench.judged_common import (
-    base_result, check_n_runs, match_answers, read_json, read_llava_answer_jsonl, sha256_text,
+    base_result,
+    check_n_runs,
+    check_protocol,
+    match_answers,
+    read_json,
+    read_llava_answer_jsonl,
+    require_judge,
+    sha256_text,
     write_llava_answer_jsonl,
 )
 from mmalign_utils.judges.base import Judge, JudgeRequest
@@ -106,7 +113,7 @@ def load_rules(data_dir: str | Path, verify_hash: bool = True) -> dict[str, dict
 def build_model_prompts(items: Sequence[dict], protocol: str = DEFAULT_PROTOCOL) -> list[dict]:
     """Per question: {id, text, image, llava_prompt ("<image>\\n" + question), temperature 0, do_sample False,
     max_new_tokens, conv_template} (LLaVA's model_vqa with --temperature 0 --conv-mode vicuna_v1)."""
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     return [{"id": it["id"], "text": it["question"], "image": it["image"], "llava_prompt": "<image>\n" + it["question"],
              "temperature": 0.0, "do_sample": False, "max_new_tokens": MAX_NEW_TOKENS, "conv_template": CONV_TEMPLATE}
             for it in items]
@@ -162,7 +169,7 @@ def score(items: Sequence[dict], answers: Mapping[Any, str], *, protocol: str = 
     ref_mean and cand_mean per category (3 decimals, as the summariser rounds them), n_excluded (recommended
     protocol) and `records` with every review text and parsed pair.
     """
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     check_n_runs(n_runs)
     pairs, missing = match_answers(items, answers, NAME, allow_missing)
     retries = max_retries if protocol == "recommended" else 0
@@ -228,14 +235,9 @@ def summarize(tuples: Mapping[str, Sequence[tuple[float, float]]]) -> dict:
 def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
                judge: Judge | None = None, **kw) -> dict:
     """Load the questions, captions, references and rules from data_dir, read the answers, and score them."""
-    if judge is None:
-        raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")
+    require_judge(NAME, judge)
     verify_hash = kw.pop("verify_hash", True)
     items = load(data_dir, verify_hash=verify_hash)
     rules = load_rules(data_dir, verify_hash=verify_hash)
     return score(items, read_answers(answers_path), protocol=protocol, judge=judge, rules=rules, **kw)
 
-
-def _check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"{NAME}: unknown protocol {protocol!r}; choose one of {PROTOCOLS}")

@@ -22,8 +22,17 @@ from pathlib import Path
 
 from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files
 from mmalign_utils.bench.judged_common import (
-    base_result, check_n_runs, check_text_sha256, match_answers, mean_or_nan, read_json, read_llava_answer_jsonl,
-    string_literal_from_script, write_json,
+    base_result,
+    check_n_runs,
+    check_protocol,
+    check_text_sha256,
+    match_answers,
+    mean_or_nan,
+    read_json,
+    read_llava_answer_jsonl,
+    require_judge,
+    string_literal_from_script,
+    write_json,
 )
 from mmalign_utils.judges.base import Judge, JudgeRequest
 
@@ -99,7 +108,7 @@ def load_grader_template(data_dir: str | Path, verify_hash: bool = True) -> str:
 def build_model_prompts(items: Sequence[dict], protocol: str = DEFAULT_PROTOCOL) -> list[dict]:
     """Per question: {id, text, image, llava_prompt ("<image>\\n" + question, no suffix), temperature 0,
     do_sample False, max_new_tokens 1024, conv_template}."""
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     return [{"id": it["id"], "text": it["question"], "image": it["image"], "llava_prompt": "<image>\n" + it["question"],
              "temperature": 0.0, "do_sample": False, "max_new_tokens": MAX_NEW_TOKENS, "conv_template": CONV_TEMPLATE}
             for it in items]
@@ -157,7 +166,7 @@ def score(items: Sequence[dict], answers: Mapping[int, str], *, protocol: str = 
     Returns the common keys (headline "average score", 0-6) plus average, hallucination_rate, per_type (by
     position % 8), per_topic, informativeness, and `records` with every reply. Unparsed replies score 0.
     """
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     check_n_runs(n_runs)
     pairs, missing = match_answers(items, answers, NAME, allow_missing)
     per_run, details, records, failures = [], [], [], 0
@@ -200,15 +209,10 @@ def score(items: Sequence[dict], answers: Mapping[int, str], *, protocol: str = 
 def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
                judge: Judge | None = None, **kw) -> dict:
     """Load the template records and grader template from data_dir, read the answers, and score them."""
-    if judge is None:
-        raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")
+    require_judge(NAME, judge)
     verify_hash = kw.pop("verify_hash", True)
     items = load(data_dir, verify_hash=verify_hash)
     template = load_grader_template(data_dir, verify_hash=verify_hash)
     return score(items, read_answers(answers_path), protocol=protocol, judge=judge, grader_template=template, **kw)
 
-
-def _check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"{NAME}: unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
 

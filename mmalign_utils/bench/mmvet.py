@@ -28,8 +28,17 @@ from typing import Any
 
 from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files
 from mmalign_utils.bench.judged_common import (
-    base_result, check_n_runs, check_text_sha256, match_answers, read_json, read_llava_answer_jsonl,
-    string_literal_from_script, write_json, write_llava_answer_jsonl,
+    base_result,
+    check_n_runs,
+    check_protocol,
+    check_text_sha256,
+    match_answers,
+    read_json,
+    read_llava_answer_jsonl,
+    require_judge,
+    string_literal_from_script,
+    write_json,
+    write_llava_answer_jsonl,
 )
 from mmalign_utils.judges.base import Judge, JudgeRequest
 
@@ -92,7 +101,7 @@ def build_model_prompts(items: Sequence[dict], protocol: str = DEFAULT_PROTOCOL)
     """Per question: {id, text, image, llava_prompt ("<image>\\n" + question, as LLaVA's model_vqa builds it),
     temperature 0, do_sample False, max_new_tokens, conv_template}. No extra instruction is appended (lmms-eval's
     "think step by step" pre-prompt is a deviation the LLaVA runs never used)."""
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     return [{"id": it["id"], "text": it["question"], "image": it["image"], "llava_prompt": "<image>\n" + it["question"],
              "temperature": 0.0, "do_sample": False, "max_new_tokens": MAX_NEW_TOKENS, "conv_template": CONV_TEMPLATE}
             for it in items]
@@ -174,7 +183,7 @@ def score(items: Sequence[dict], answers: Mapping[str, str], *, protocol: str = 
     per_combination, capability_counts, combination_counts and `records` (every reply text per question and run).
     A question whose 5 parses all failed counts as one parse failure (score 0.0).
     """
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     check_n_runs(n_runs)
     pairs, missing = match_answers(items, answers, NAME, allow_missing)
     capability_counts: dict[str, int] = {}
@@ -226,15 +235,10 @@ def score(items: Sequence[dict], answers: Mapping[str, str], *, protocol: str = 
 def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
                judge: Judge | None = None, **kw) -> dict:
     """Load mm-vet.json and the grader prompt from data_dir, read the answers, and score them."""
-    if judge is None:
-        raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")
+    require_judge(NAME, judge)
     verify_hash = kw.pop("verify_hash", True)
     items = load(data_dir, verify_hash=verify_hash)
     prompt = load_grader_prompt(data_dir, verify_hash=verify_hash)
     return score(items, read_answers(answers_path), protocol=protocol, judge=judge, grader_prompt=prompt, **kw)
 
-
-def _check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"{NAME}: unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
 

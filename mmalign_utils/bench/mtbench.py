@@ -25,7 +25,12 @@ from typing import Any
 
 from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files, read_jsonl, write_jsonl
 from mmalign_utils.bench.judged_common import (
-    base_result, check_n_runs, match_answers, mean_or_nan,
+    base_result,
+    check_n_runs,
+    check_protocol,
+    match_answers,
+    mean_or_nan,
+    require_judge,
 )
 from mmalign_utils.judges.base import Judge, JudgeRequest
 
@@ -161,7 +166,7 @@ def build_model_prompts(items: Sequence[dict], protocol: str = DEFAULT_PROTOCOL,
     turn an irrelevant image drawn (seeded) from `noise_images` (the paper drew COCO train2017 images); `images`
     lists the image per turn (None for the plain protocol).
     """
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     noisy = protocol == "fastchat_noisy_image"
     if noisy and not noise_images:
         raise ValueError("protocol 'fastchat_noisy_image' needs noise_images: a list of image paths to draw from "
@@ -234,7 +239,7 @@ def score(items: Sequence[dict], answers: Mapping[Any, Sequence[str]], *, protoc
     Returns the common keys (see judged_common.base_result; headline "overall") plus turn1, turn2, overall,
     per_category (mean of both turns' valid scores), n_judgments, and `records` with every judgment text.
     """
-    _check_protocol(protocol)
+    check_protocol(NAME, protocol, PROTOCOLS)
     check_n_runs(n_runs)
     pairs, missing = match_answers(items, answers, NAME, allow_missing)
     for item, turns in pairs:
@@ -282,14 +287,9 @@ def _average_details(details: list[dict]) -> dict:
 def score_file(answers_path: str | Path, data_dir: str | Path, protocol: str = DEFAULT_PROTOCOL,
                judge: Judge | None = None, **kw) -> dict:
     """Load the questions and judge prompts from data_dir, read a FastChat answer file, and score it."""
-    if judge is None:
-        raise ValueError(f"{NAME} needs a judge (e.g. from mmalign_utils.judges.factory)")
+    require_judge(NAME, judge)
     verify_hash = kw.pop("verify_hash", True)
     items = load(data_dir, verify_hash=verify_hash)
     prompts = load_judge_prompts(data_dir, verify_hash=verify_hash)
     return score(items, read_answers(answers_path), protocol=protocol, judge=judge, judge_prompts=prompts, **kw)
 
-
-def _check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"{NAME}: unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
