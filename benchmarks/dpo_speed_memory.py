@@ -16,7 +16,7 @@ Both use the same LoRA shape, data, batch and steps. Printed: seconds per step (
 (CPU) or peak GPU memory, the one-time reference pass, and the ratios ours / trl. Goal: <= 0.5x time, <= 0.7x
 memory. A fourth child (`precision`) measures how far bf16 moves the summed log-probs and DPO log-ratios from fp32.
 
-CPU mode: the toy LLaVA (`--model`, default artifacts/toy/toy_llava/model, else /tmp/vit_smoke/model, else a
+CPU mode: the toy LLaVA (`--model`, default artifacts/toy/toy_llava/model, else artifacts/toy-smoke/toy_llava/model, else a
 freshly built untrained one: same speed) on synthetic colour pairs with answers of `--answer-words` words.
 `--image-tokens 576` gives the toy LLaVA-1.5's proportions (576 image tokens per prompt, untrained tower).
 
@@ -163,7 +163,7 @@ def cpu_model(path: str | None, dtype, image_tokens: int | None = None):
             raise SystemExit(f"--image-tokens {image_tokens}: needs a square number (576 = 24 x 24)")
         model, processor = build_toy_mllm(ToyMLLMConfig(image_size=8 * side, patch_size=8), dtype=dtype)
         return model, processor, f"untrained toy LLaVA with {image_tokens} image tokens"
-    candidates = [path] if path else ["artifacts/toy/toy_llava/model", "/tmp/vit_smoke/model"]
+    candidates = [path] if path else ["artifacts/toy/toy_llava/model", "artifacts/toy-smoke/toy_llava/model"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "config.json").is_file():
             model, processor = load_mllm(candidate, dtype=dtype)

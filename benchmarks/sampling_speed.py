@@ -1,7 +1,7 @@
 """Throughput of self-sampling: k answers per prompt with the prompt encoded once (generate.sample_k) against a
 naive loop of single generate() calls (one prompt, one sample at a time), on the same ShapesWorld prompts.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sampling_speed.py --model /tmp/vit_smoke/model \
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/sampling_speed.py --model artifacts/toy-smoke/toy_llava/model \
         --n-prompts 8 --k 4 --max-new-tokens 64
 
 Prints generated tokens per second of each method and the ratio (goal: sample_k >= 3x the naive loop). Tokens are
