@@ -143,10 +143,8 @@ def plot_score_histograms(df: pd.DataFrame):
     return fig
 
 
-def plot_correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of attribute differences within prompts"):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+def draw_correlation(ax, corr: pd.DataFrame):
+    """A correlation matrix as an annotated heatmap on `ax` (shared by notebooks 02 and 07); returns the image."""
     values = corr.to_numpy(dtype=float)
     image = ax.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set_xticks(range(len(corr.columns)), corr.columns, rotation=45, ha="right")
@@ -154,6 +152,14 @@ def plot_correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of at
     for (i, j), value in np.ndenumerate(values):
         ax.text(j, i, "nan" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
                 color="white" if abs(value) > 0.6 else "black")
+    return image
+
+
+def plot_correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of attribute differences within prompts"):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    image = draw_correlation(ax, corr)
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_title(title)
     fig.tight_layout()

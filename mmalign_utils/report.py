@@ -795,6 +795,8 @@ def annotation_pair_correlations(store_dir: str | Path) -> pd.DataFrame:
 
 def plot_attribute_heatmaps(ours: pd.DataFrame | None, paper: pd.DataFrame | None = None, title: str = "ours"):
     """Our correlation matrix beside the paper's Figure 3 (same colour scale, -1 to 1)."""
+    from mmalign_utils.annotation_report import draw_correlation  # heavy imports, only when drawing
+
     import matplotlib.pyplot as plt
 
     paper = paper_figure3() if paper is None else paper
@@ -805,13 +807,7 @@ def plot_attribute_heatmaps(ours: pd.DataFrame | None, paper: pd.DataFrame | Non
             ax.text(0.5, 0.5, "not measured: no annotation store", ha="center", va="center", transform=ax.transAxes)
             ax.axis("off")
             continue
-        values = corr.to_numpy(dtype=float)
-        image = ax.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
-        ax.set_xticks(range(len(corr.columns)), corr.columns, rotation=45, ha="right")
-        ax.set_yticks(range(len(corr.index)), corr.index)
-        for (i, j), value in np.ndenumerate(values):
-            ax.text(j, i, "nan" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(value) > 0.6 else "black")
+        image = draw_correlation(ax, corr)
         ax.set_title(name, fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axes), shrink=0.8)
