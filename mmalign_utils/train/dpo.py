@@ -25,8 +25,8 @@ from trl import DPOConfig, DPOTrainer
 from mmalign_utils.formats import trl_preference_view
 from mmalign_utils.train.pair_batches import REF_KEYS, PairCollator, patch_pair_forward
 from mmalign_utils.train.peft_setup import (
-    ProjectorLRMixin, RunResult, build_lora_config, checkpoint_to_resume, finalize_trainable,
-    load_model_for_training, load_train_dataset, resolve_precision, save_run_outputs, trainable_summary,
+    ProjectorLRMixin, RunResult, build_lora_config, finalize_trainable,
+    load_model_for_training, load_train_dataset, resolve_precision, train_and_save,
     training_arguments,
 )
 from mmalign_utils.train.recipes import Recipe
@@ -153,13 +153,7 @@ def run_dpo(recipe: Recipe, model=None, processor=None, dataset=None, callbacks:
     dataset = prepare_dpo_dataset(recipe, load_train_dataset(recipe, dataset), model, processor, progress)
     trainer = build_dpo_trainer(recipe, model, processor, dataset, callbacks,
                                 disable_tqdm=not progress)
-    train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(recipe))
-    result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
-                       log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
-                       trainer=trainer)
-    if save:
-        result.outputs = save_run_outputs(trainer, processor, recipe)
-    return result
+    return train_and_save(trainer, processor, recipe, save)
 
 
 __all__ = ["AlignDPOTrainer", "build_dpo_trainer", "default_ref_cache_dir", "dpo_config", "prepare_dpo_dataset",

@@ -411,3 +411,15 @@ __all__ = [
     "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs", "trainable_summary", "training_arguments",
     "unfreeze_projector_outside_peft",
 ]
+
+
+def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> RunResult:
+    """Train (resuming from the recipe's checkpoint if any), collect the run's metrics and, with `save`, write the
+    adapter and the merged model: the common tail of every recipe."""
+    train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(recipe))
+    result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
+                       log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
+                       trainer=trainer)
+    if save:
+        result.outputs = save_run_outputs(trainer, processor, recipe)
+    return result

@@ -21,8 +21,8 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from mmalign_utils.train.peft_setup import (
-    ProjectorLRMixin, RunResult, build_lora_config, checkpoint_to_resume, finalize_trainable,
-    load_model_for_training, load_train_dataset, save_run_outputs, trainable_summary, training_arguments,
+    ProjectorLRMixin, RunResult, build_lora_config, finalize_trainable,
+    load_model_for_training, load_train_dataset, train_and_save, training_arguments,
 )
 from mmalign_utils.train.recipes import SFT_METHODS, Recipe
 
@@ -83,13 +83,7 @@ def run_sft(recipe: Recipe, model=None, processor=None, dataset=None, callbacks:
     model, processor = load_model_for_training(recipe, model, processor)
     dataset = load_train_dataset(recipe, dataset)
     trainer = build_sft_trainer(recipe, model, processor, dataset, callbacks, disable_tqdm=not progress)
-    train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(recipe))
-    result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
-                       log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
-                       trainer=trainer)
-    if save:
-        result.outputs = save_run_outputs(trainer, processor, recipe)
-    return result
+    return train_and_save(trainer, processor, recipe, save)
 
 
 __all__ = ["AlignSFTTrainer", "SFT_COLUMNS", "build_sft_trainer", "run_sft", "sft_config", "sft_view"]
