@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,8 @@ def run_notebook(notebook: Path, parameters: dict, artifacts_dir: Path, kernel: 
     params["artifacts_dir"] = str(Path(artifacts_dir).resolve())
     start = time.time()
     print(f"[mmalign] running {notebook.name} with {params}", flush=True)
+    # The kernel inherits this: long loops print plain progress lines that reach this log (see progress.py).
+    os.environ.setdefault("MMALIGN_PLAIN_PROGRESS", "1")
     pm.execute_notebook(
         str(notebook), str(output), parameters=params, kernel_name=kernel or "python3",
         cwd=str(notebook.parent), progress_bar=False, log_output=True,

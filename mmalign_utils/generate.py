@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+
+from mmalign_utils.progress import progress_bar
 
 
 @dataclass
@@ -121,7 +122,7 @@ def generate(
     results: list[Any] = [None] * len(conversations)
     batches = length_sorted_batches(processor, conversations, settings.batch_size)
     desc = progress if isinstance(progress, str) else "generating"
-    bar = tqdm(total=len(conversations), desc=desc, disable=not progress)
+    bar = progress_bar(total=len(conversations), desc=desc, disable=not progress)
     stop = _stop_ids(model, tok)
     for batch in batches:
         enc = encode_batch(processor, [conversations[i] for i in batch], device)
@@ -190,7 +191,7 @@ def sample_k(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     batches = length_sorted_batches(processor, conversations, batch_size)
     results: list[list[str]] = [[] for _ in conversations]
-    bar = tqdm(total=len(conversations), desc=progress if isinstance(progress, str) else "sampling",
+    bar = progress_bar(total=len(conversations), desc=progress if isinstance(progress, str) else "sampling",
                disable=not progress)
     for batch in batches:
         enc = encode_batch(processor, [conversations[i] for i in batch], device)
@@ -259,7 +260,7 @@ def score_options(
     # greedy decoding does, whatever order the caller listed the options in.
     by_id = sorted(range(len(options)), key=lambda j: first_ids[j])
     idx = torch.tensor([first_ids[j] for j in by_id], device=device)
-    bar = tqdm(total=len(conversations), desc=progress if isinstance(progress, str) else "scoring options",
+    bar = progress_bar(total=len(conversations), desc=progress if isinstance(progress, str) else "scoring options",
                disable=not progress)
     for batch in length_sorted_batches(processor, conversations, batch_size):
         enc = encode_batch(processor, [conversations[i] for i in batch], device)

@@ -299,7 +299,7 @@ def self_sample(model, processor, prompts: Sequence[SamplingPrompt], k: int = 4,
     Returns the records of `prompts`, in their order: {prompt_id, question, answers: [k strings], answer_tokens:
     [k ints], k, temperature, top_p, max_new_tokens, seed, source, seconds}.
     """
-    from tqdm.auto import tqdm
+    from mmalign_utils.progress import progress_bar
 
     from mmalign_utils.generate import Conversation, sample_k
 
@@ -325,7 +325,7 @@ def self_sample(model, processor, prompts: Sequence[SamplingPrompt], k: int = 4,
                          f"({len(changed)} in all): the prompt set changed; use another out_path")
     todo = [p for p in prompts if p.prompt_id not in done]
     tokenizer = getattr(processor, "tokenizer", processor)
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"sampling k={k}", unit="prompt",
+    bar = progress_bar(total=len(prompts), initial=len(prompts) - len(todo), desc=f"sampling k={k}", unit="prompt",
                disable=not progress)
     _drop_torn_tail(out_path)
     with open(out_path, "a", encoding="utf-8") as out:

@@ -223,9 +223,9 @@ def annotate(items: Iterable[Mapping[str, Any]], judge: Judge, out_dir: str | Pa
 
 
 def _run_all(run: _Run, todo: list[Mapping[str, Any]], concurrency: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from mmalign_utils.progress import progress_bar
 
-    bar = tqdm(total=len(todo), desc=f"annotate ({run.judge.judge_id})", unit="item", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"annotate ({run.judge.judge_id})", unit="item", disable=not progress)
     pending: set[Future] = set()
     queue = iter(todo)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="annotate") as pool:

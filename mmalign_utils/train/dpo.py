@@ -23,6 +23,7 @@ from transformers.utils import logging
 from trl import DPOConfig, DPOTrainer
 
 from mmalign_utils.formats import trl_preference_view
+from mmalign_utils.progress import plain_progress
 from mmalign_utils.train.pair_batches import REF_KEYS, PairCollator, patch_pair_forward
 from mmalign_utils.train.peft_setup import (
     ProjectorLRMixin, RunResult, build_lora_config, finalize_trainable,
@@ -152,7 +153,7 @@ def run_dpo(recipe: Recipe, model=None, processor=None, dataset=None, callbacks:
     model, processor = load_model_for_training(recipe, model, processor)
     dataset = prepare_dpo_dataset(recipe, load_train_dataset(recipe, dataset), model, processor, progress)
     trainer = build_dpo_trainer(recipe, model, processor, dataset, callbacks,
-                                disable_tqdm=not progress)
+                                disable_tqdm=not progress or plain_progress())
     return train_and_save(trainer, processor, recipe, save)
 
 

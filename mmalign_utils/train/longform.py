@@ -24,9 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
+from mmalign_utils.progress import progress_bar
 from mmalign_utils.textsuite import split_sentences
 from mmalign_utils.world import vocab
 from mmalign_utils.world.grounding import ground
@@ -133,7 +132,7 @@ def write_longform(jobs: list[tuple[str, object, str]], writer_model, writer_tok
     todo = [s for s in unique if key_of[s] not in done]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.9,
                                   batch_size=batch_size, seed=seed, num_samples=n_candidates)
-    bar = tqdm(total=len(unique), initial=len(unique) - len(todo), desc="rephrasing long-form sentences",
+    bar = progress_bar(total=len(unique), initial=len(unique) - len(todo), desc="rephrasing long-form sentences",
                disable=not progress)
     chunk = batch_size * 4
     for start in range(0, len(todo), chunk):

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
+from mmalign_utils.progress import progress_bar
 from mmalign_utils.train.pair_batches import REF_KEYS, PairCollator, pair_sequence_logps
 
 CACHE_FORMAT = 1
@@ -155,7 +155,7 @@ def compute_reference_logps(model, processor, rows: Dataset | list[dict], settin
     chosen, rejected = [], []
     try:
         with torch.no_grad(), autocast_context(device, settings.compute_dtype):
-            for start in tqdm(range(0, len(rows), batch_size), desc="reference log-probs", disable=not progress):
+            for start in progress_bar(range(0, len(rows), batch_size), desc="reference log-probs", disable=not progress):
                 examples = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
                 batch = {k: v.to(device) for k, v in collator(examples).items()}
                 c, r = pair_sequence_logps(model, batch, shared_prefix=settings.shared_prefix)

@@ -20,6 +20,7 @@ from typing import Any
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
+from mmalign_utils.progress import plain_progress
 from mmalign_utils.train.peft_setup import (
     ProjectorLRMixin, RunResult, build_lora_config, finalize_trainable,
     load_model_for_training, load_train_dataset, train_and_save, training_arguments,
@@ -82,7 +83,7 @@ def run_sft(recipe: Recipe, model=None, processor=None, dataset=None, callbacks:
     """Train SFT / rejection sampling / SteerLM, then save the adapter and the merged model."""
     model, processor = load_model_for_training(recipe, model, processor)
     dataset = load_train_dataset(recipe, dataset)
-    trainer = build_sft_trainer(recipe, model, processor, dataset, callbacks, disable_tqdm=not progress)
+    trainer = build_sft_trainer(recipe, model, processor, dataset, callbacks, disable_tqdm=not progress or plain_progress())
     return train_and_save(trainer, processor, recipe, save)
 
 

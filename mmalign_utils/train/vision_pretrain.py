@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from mmalign_utils.progress import progress_bar
 from mmalign_utils.world import vocab
 from mmalign_utils.world.render import render_batch
 from mmalign_utils.world.scenes import generate_scene
@@ -93,7 +93,7 @@ def pretrain_vision_tower(vision_tower, cfg: VisionPretrainConfig | None = None,
     rng = np.random.default_rng(cfg.seed)
     vision_tower.train()
     losses = []
-    bar = tqdm(range(cfg.steps), desc="vision pretraining", disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc="vision pretraining", disable=not progress)
     for _ in bar:
         idx = rng.integers(0, len(train_x), cfg.batch_size)
         logits = head(cell_features(vision_tower, _to_pixel_values(train_x[idx])).float())

@@ -1,7 +1,8 @@
 """Visual instruction tuning of the toy LLaVA, LLaVA-1.5's recipe at toy scale.
 
     vision pretraining  the SigLIP tower learns to name the contents of each grid cell (see vision_pretrain)
-    stage 1             tower + projector learn to caption, language model frozen (LLaVA's "feature alignment")
+    stage 1             tower + projector learn to caption, language model frozen (LLaVA's "feature alignment",
+                        in its "plain" format: the image, then the caption; no chat template, no instruction)
     stage 2             projector + LoRA on every linear layer of the language model, on a VQA mix dominated by
                         short answers ("Answer the question using a single word or phrase.", as in LLaVA-1.5's
                         665k mix) with a smaller share of long-form answers written in natural language by a
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
-from mmalign_utils.train.lm_batches import ChatExample, answer_only_loss, collate
+from mmalign_utils.progress import progress_bar, rss_gb
+from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
+                                           length_grouped_batches, tokenize_example)
 from mmalign_utils.train.longform import write_longform
 from mmalign_utils.train.vision_pretrain import VisionPretrainConfig, pretrain_vision_tower
 from mmalign_utils.vqa import score_predictions
@@ -117,12 +119,9 @@ def _user(text: str, with_image: bool) -> dict:
     return {"role": "user", "content": content}
 
 
-def stage1_examples(images: list[TrainImage]) -> list[ChatExample]:
-    # LLaVA's stage 1 pairs the image with a brief-description request and the caption.
-    prompts = ["Describe the image briefly.", "What is in this picture?", "Give a short caption for the image."]
-    return [ChatExample([_user(prompts[i % len(prompts)], True),
-                         {"role": "assistant", "content": caption(im.source, im.kind)}], [im.image])
-            for i, im in enumerate(images)]
+def stage1_examples(images: list[TrainImage]) -> list[PlainCaption]:
+    """LLaVA's stage 1: image followed by its caption, in the plain format (no template, no instruction)."""
+    return [PlainCaption(caption(im.source, im.kind), im.image) for im in images]
 
 
 def stage2_plan(images: list[TrainImage], cfg: VITConfig, rng: random.Random) -> list[dict]:
@@ -184,25 +183,23 @@ def eval_items(cfg: VITConfig, seed: int, image_size: int) -> tuple[list, list]:
 # ------------------------------------------------------------------------------------------- training
 
 
-def _train_loop(model, processor, examples: list[ChatExample], param_groups: list[dict], steps: int,
+def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaption], param_groups: list[dict], steps: int,
                 batch_size: int, seed: int, desc: str, bf16: bool, progress: bool) -> list[float]:
     opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, steps)))))
     rng = random.Random(seed)
-    order: list[int] = []
+    lengths = [len(tokenize_example(processor, ex)[0]) for ex in examples]
+    queue: list[list[int]] = []
     losses = []
     params = [p for g in param_groups for p in g["params"]]
     model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    bar = progress_bar(range(steps), desc=desc, disable=not progress)
     for _ in bar:
-        if len(order) < batch_size:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch = collate(processor, [examples[i] for i in order[:batch_size]])
-        del order[:batch_size]
+        if not queue:
+            queue = [b for b in length_grouped_batches(lengths, batch_size, rng) if len(b) == batch_size]
+        batch = collate(processor, [examples[i] for i in queue.pop()])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = answer_only_loss(model, batch)
         opt.zero_grad(set_to_none=True)
@@ -211,7 +208,7 @@ def _train_loop(model, processor, examples: list[ChatExample], param_groups: lis
         opt.step()
         sched.step()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", rss=rss_gb())
     model.eval()
     return losses
 

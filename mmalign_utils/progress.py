@@ -1,0 +1,39 @@
+"""Progress bars that read well both in JupyterLab and in a headless papermill log.
+
+Interactive: tqdm.auto (a widget in Jupyter, a terminal bar elsewhere). Headless (`mmalign run`/`reproduce`
+set MMALIGN_PLAIN_PROGRESS=1 for the kernel): a plain-text bar on stdout, redrawn at most every
+MMALIGN_PROGRESS_INTERVAL seconds (default 30), so the papermill log shows one line per interval for a long
+training stage instead of nothing (widgets do not reach the log) or thousands of redraws.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def plain_progress() -> bool:
+    return os.environ.get("MMALIGN_PLAIN_PROGRESS", "") not in ("", "0", "false")
+
+
+def progress_bar(iterable=None, **kwargs):
+    """tqdm with the right front end for where we run; takes tqdm's arguments."""
+    if plain_progress():
+        from tqdm.std import tqdm
+
+        kwargs.setdefault("file", sys.stdout)
+        kwargs.setdefault("mininterval", float(os.environ.get("MMALIGN_PROGRESS_INTERVAL", "30")))
+        kwargs.setdefault("ascii", True)
+        return tqdm(iterable, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+def rss_gb() -> str:
+    """Resident memory of this process, for progress postfixes (a leak shows as a number that keeps rising)."""
+    try:
+        import psutil
+
+        return f"{psutil.Process().memory_info().rss / 2**30:.1f}G"
+    except ImportError:  # psutil comes with jupyter; without it the postfix just says so
+        return "n/a"
