@@ -51,7 +51,7 @@ class VITConfig:
     turns_per_short_example: tuple[int, int] = (3, 6)  # LLaVA-1.5 groups several short questions per image
     n_eval_per_family: int = 50
     vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
-    stage1_steps: int = 80
+    stage1_steps: int = 50
     stage1_batch_size: int = 16
     stage1_lr_projector: float = 1e-3
     stage1_lr_tower: float = 1e-4
@@ -64,7 +64,10 @@ class VITConfig:
     lora_dropout: float = 0.05
     writer_temperature: float = 0.7
     writer_max_new_tokens: int = 60
-    bf16_autocast: bool = True
+    # Frozen language-model weights in bf16, trainable ones (tower, projector, LoRA) in fp32, eager attention.
+    # Measured on 2 cores, stage-1 step of 16 captions: 3.5 s, against 5.6 s with fp32 weights under bf16
+    # autocast (which recasts every weight each step, and whose SDPA flash-attention backward is slow on CPU).
+    bf16_frozen_lm: bool = True
     seed: int = 0
 
     @classmethod
@@ -184,7 +187,7 @@ def eval_items(cfg: VITConfig, seed: int, image_size: int) -> tuple[list, list]:
 
 
 def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaption], param_groups: list[dict], steps: int,
-                batch_size: int, seed: int, desc: str, bf16: bool, progress: bool) -> list[float]:
+                batch_size: int, seed: int, desc: str, progress: bool) -> list[float]:
     opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -200,8 +203,7 @@ def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaptio
         if not queue:
             queue = [b for b in length_grouped_batches(lengths, batch_size, rng) if len(b) == batch_size]
         batch = collate(processor, [examples[i] for i in queue.pop()])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = answer_only_loss(model, batch)
+        loss = answer_only_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -211,6 +213,15 @@ def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaptio
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", rss=rss_gb())
     model.eval()
     return losses
+
+
+def prepare_for_cpu_training(model, bf16_frozen_lm: bool) -> None:
+    """Frozen language model (and its tied head) in bf16, eager attention; see VITConfig.bf16_frozen_lm.
+    LoRA adapters added later stay fp32 (PEFT upcasts adapters on a bf16 base), so updates keep full precision."""
+    if bf16_frozen_lm:
+        model.model.language_model.to(torch.bfloat16)
+        model.lm_head.to(torch.bfloat16)
+    model.set_attn_implementation("eager")
 
 
 def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True) -> list[float]:
@@ -224,7 +235,7 @@ def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True
               {"params": [p for p in tower.parameters() if p.requires_grad], "lr": cfg.stage1_lr_tower}]
     del lm
     return _train_loop(model, processor, examples, groups, cfg.stage1_steps, cfg.stage1_batch_size, cfg.seed + 1,
-                       "stage 1 (captions)", cfg.bf16_autocast, progress)
+                       "stage 1 (captions)", progress)
 
 
 def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True):
@@ -243,7 +254,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     groups = [{"params": lora_params, "lr": cfg.stage2_lr_lora},
               {"params": list(projector.parameters()), "lr": cfg.stage2_lr_projector}]
     losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
-                         cfg.seed + 2, "stage 2 (VQA mix)", cfg.bf16_autocast, progress)
+                         cfg.seed + 2, "stage 2 (VQA mix)", progress)
     merged = peft_model.merge_and_unload()
     for p in merged.parameters():
         p.requires_grad_(False)
@@ -309,12 +320,16 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
                 "examples": [w.text for w in written if w.n_natural == w.n_sentences and w.n_sentences > 1][:5]}
     written_map = {k: w.text for k, w in zip(keys, written)}
 
+    prepare_for_cpu_training(model, cfg.bf16_frozen_lm)
     t = time.time()
     stage1_losses = run_stage1(model, processor, stage1_examples(images), cfg, progress)
     timings["stage1"] = time.time() - t
     t = time.time()
     model, stage2_losses = run_stage2(model, processor, stage2_examples(plan, written_map), cfg, progress)
     timings["stage2"] = time.time() - t
+    # Evaluate exactly what is saved: all bf16 (half the disk; loaders choose their own dtype), SDPA attention.
+    model = model.to(torch.bfloat16)
+    model.set_attn_implementation("sdpa")
 
     t = time.time()
     items, eval_images = eval_items(cfg, cfg.seed + 7_777_777, image_size)
@@ -339,7 +354,6 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
                                                       n=("correct", "size")).reset_index().to_dict("records"),
         },
     }
-    model = model.to(torch.bfloat16)  # half the disk; loaders choose their own dtype
     save_mllm(model, processor, out_dir / "model")
     scored.to_csv(out_dir / "vqa_eval.csv", index=False)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
