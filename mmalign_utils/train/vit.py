@@ -255,6 +255,8 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
               {"params": list(projector.parameters()), "lr": cfg.stage2_lr_projector}]
     losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
                          cfg.seed + 2, "stage 2 (VQA mix)", progress)
+    # Merge in fp32: W + dW computed on bf16 weights would be rounded before it is ever saved.
+    peft_model.base_model.model.to(torch.float32)
     merged = peft_model.merge_and_unload()
     for p in merged.parameters():
         p.requires_grad_(False)
