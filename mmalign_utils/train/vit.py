@@ -244,16 +244,14 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     """Returns (merged model, losses)."""
     from peft import LoraConfig, get_peft_model
 
+    from mmalign_utils.train.peft_setup import set_lora_input_casting
+
     for p in model.parameters():
         p.requires_grad_(False)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     peft_model = get_peft_model(model, lora)
-    if cfg.bf16_frozen_lm:
-        # PEFT casts each LoRA input to the adapter's fp32; under autocast the bf16 input can go straight in.
-        for module in peft_model.modules():
-            if hasattr(module, "lora_A"):
-                module.cast_input_dtype_enabled = False
+    set_lora_input_casting(peft_model, not cfg.bf16_frozen_lm)  # under autocast the bf16 input goes straight in
     projector = peft_model.base_model.model.model.multi_modal_projector
     for p in projector.parameters():
         p.requires_grad_(True)
@@ -262,6 +260,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
               {"params": list(projector.parameters()), "lr": cfg.stage2_lr_projector}]
     losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
                          cfg.seed + 2, "stage 2 (VQA mix)", cfg.bf16_frozen_lm, progress)
+    set_lora_input_casting(peft_model, True)
     # Merge in fp32: W + dW computed on bf16 weights would be rounded before it is ever saved.
     peft_model.base_model.model.to(torch.float32)
     merged = peft_model.merge_and_unload()
