@@ -56,10 +56,10 @@ def test_plain_caption_is_image_then_caption_with_loss_on_the_caption_only(untra
     tok = processor.tokenizer
     ids, labels = tokenize_example(processor, PlainCaption("There is a red circle.", Image.new("RGB", (96, 96))))
     image_id = tok.convert_tokens_to_ids(processor.image_token)
-    assert ids[:9] == [image_id] * 9 and labels[:9] == [-100] * 9
+    assert ids[0] == tok.bos_token_id and ids[1:10] == [image_id] * 9 and labels[:10] == [-100] * 10
     # No chat template: nothing between the image and the caption, and the caption ends with the EOS token.
-    assert tok.decode(ids[9:]) == "There is a red circle." + tok.eos_token
-    assert labels[9:] == ids[9:]
+    assert tok.decode(ids[10:]) == "There is a red circle." + tok.eos_token
+    assert labels[10:] == ids[10:]
     batch = collate(processor, [PlainCaption("A.", Image.new("RGB", (96, 96))),
                                 PlainCaption("A blue star.", Image.new("RGB", (96, 96)))])
     assert batch["pixel_values"].shape[0] == 2

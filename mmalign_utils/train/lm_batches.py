@@ -22,7 +22,7 @@ class ChatExample:
 
 @dataclass
 class PlainCaption:
-    """LLaVA's stage-1 ("plain") format: the image, then its caption, no chat template and no instruction.
+    """LLaVA's stage-1 ("plain") format: BOS, the image, then its caption; no chat template, no instruction.
 
     LLaVA-1.5 pretrains the projector on `<image>` + caption + separator with loss on the caption only; the
     chat template only arrives in stage 2. Besides being the recipe, it halves the stage's tokens."""
@@ -50,9 +50,12 @@ def tokenize_example(processor, example: ChatExample | PlainCaption, max_length:
     """input_ids and labels (-100 outside assistant replies) with image tokens expanded."""
     tok = processor.tokenizer
     if isinstance(example, PlainCaption):
+        # LLaVA's tokenizer puts <s> before the image. A first token the model knows matters: LMs park attention
+        # on it (an "attention sink"); an image embedding in that place disturbs every later position.
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         image_ids = [tok.convert_tokens_to_ids(processor.image_token)] * image_tokens_per_image(processor)
         text_ids = tok(example.caption, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        return image_ids + text_ids, [-100] * len(image_ids) + text_ids
+        return bos + image_ids + text_ids, [-100] * (len(bos) + len(image_ids)) + text_ids
     enc = tok.apply_chat_template(example.messages, tokenize=True, return_dict=True,
                                   return_assistant_tokens_mask=True, add_generation_prompt=False)
     image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)

@@ -1,6 +1,8 @@
 """Visual instruction tuning of the toy LLaVA, LLaVA-1.5's recipe at toy scale.
 
-    vision pretraining  the SigLIP tower learns to name the contents of each grid cell (see vision_pretrain)
+    vision pretraining  the SigLIP tower learns to name the contents of each grid cell, and the projector starts
+                        out mapping each cell to the LLM's embeddings of the words for its content (the toy's
+                        stand-in for CLIP's text alignment; see vision_pretrain)
     stage 1             tower + projector learn to caption, language model frozen (LLaVA's "feature alignment",
                         in its "plain" format: the image, then the caption; no chat template, no instruction)
     stage 2             projector + LoRA on every linear layer of the language model, on a VQA mix dominated by
@@ -28,7 +30,8 @@ from mmalign_utils.progress import progress_bar, rss_gb
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
                                            length_grouped_batches, tokenize_example)
 from mmalign_utils.train.longform import write_longform
-from mmalign_utils.train.vision_pretrain import VisionPretrainConfig, pretrain_vision_tower
+from mmalign_utils.train.vision_pretrain import (ProjectorInitConfig, VisionPretrainConfig,
+                                                 init_projector_from_words, pretrain_vision_tower)
 from mmalign_utils.vqa import score_predictions
 from mmalign_utils.world import vocab
 from mmalign_utils.world.charts import generate_chart, render_chart
@@ -51,6 +54,7 @@ class VITConfig:
     turns_per_short_example: tuple[int, int] = (3, 6)  # LLaVA-1.5 groups several short questions per image
     n_eval_per_family: int = 50
     vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
+    projector_init: ProjectorInitConfig = field(default_factory=ProjectorInitConfig)
     stage1_steps: int = 50
     stage1_batch_size: int = 16
     stage1_lr_projector: float = 1e-3
@@ -73,7 +77,8 @@ class VITConfig:
 
     @classmethod
     def smoke(cls) -> VITConfig:
-        return cls(n_train_images=48, n_eval_per_family=4, vision=VisionPretrainConfig.smoke(), stage1_steps=4,
+        return cls(n_train_images=48, n_eval_per_family=4, vision=VisionPretrainConfig.smoke(),
+                   projector_init=ProjectorInitConfig.smoke(), stage1_steps=4,
                    stage1_batch_size=4, stage2_steps=6, stage2_batch_size=4, writer_max_new_tokens=30)
 
 
@@ -298,6 +303,7 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
 
     t = time.time()
     vision_metrics = pretrain_vision_tower(model.model.vision_tower, cfg.vision, progress=progress)
+    vision_metrics["projector_init"] = init_projector_from_words(model, processor.tokenizer, cfg.projector_init)
     timings["vision_pretraining"] = time.time() - t
 
     images = make_images(cfg.n_train_images, cfg.charts_share, cfg.seed, image_size)
