@@ -57,8 +57,8 @@ class VITConfig:
     projector_init: ProjectorInitConfig = field(default_factory=ProjectorInitConfig)
     stage1_steps: int = 50
     stage1_batch_size: int = 16
-    stage1_lr_projector: float = 1e-3
-    stage1_lr_tower: float = 1e-4
+    stage1_lr_projector: float = 2e-4
+    stage1_lr_tower: float = 0.0  # LLaVA freezes the tower in stage 1
     stage2_steps: int = 200
     stage2_batch_size: int = 8
     stage2_lr_lora: float = 5e-4
@@ -232,15 +232,16 @@ def prepare_for_cpu_training(model, bf16_frozen_lm: bool) -> None:
 
 
 def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True) -> list[float]:
-    lm = model.model.language_model
+    """Projector (and the tower, if cfg.stage1_lr_tower > 0) on captions, language model frozen."""
     for p in model.parameters():
         p.requires_grad_(False)
     tower, projector = model.model.vision_tower, model.model.multi_modal_projector
-    for p in list(tower.parameters()) + list(projector.parameters()):
-        p.requires_grad_(True)
-    groups = [{"params": list(projector.parameters()), "lr": cfg.stage1_lr_projector},
-              {"params": [p for p in tower.parameters() if p.requires_grad], "lr": cfg.stage1_lr_tower}]
-    del lm
+    groups = [{"params": list(projector.parameters()), "lr": cfg.stage1_lr_projector}]
+    if cfg.stage1_lr_tower > 0:
+        groups.append({"params": list(tower.parameters()), "lr": cfg.stage1_lr_tower})
+    for group in groups:
+        for p in group["params"]:
+            p.requires_grad_(True)
     return _train_loop(model, processor, examples, groups, cfg.stage1_steps, cfg.stage1_batch_size, cfg.seed + 1,
                        "stage 1 (captions)", cfg.bf16_frozen_lm, progress)
 
