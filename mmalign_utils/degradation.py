@@ -171,10 +171,14 @@ def irrelevant_image(ctx, path: str | None = None, seed: int = 12345):
 
 
 def vit_result_rows(report: dict, model: str, notebook: str, seed: int, profile: str) -> list[ResultRow]:
-    """The toy build's own measurements (VQA accuracy beside chance, natural share of long-form answers)."""
+    """The toy build's own measurements: VQA accuracy beside chance and beside the same questions asked with
+    another scene's image (the control for seeing), and the natural share of the long-form answers."""
     rows = [ResultRow(notebook=notebook, model=model, benchmark="shapes-vqa", split=r["family"], metric=metric,
                       value=r[key], n=r["n"], seed=seed, profile=profile, protocol="normalized-exact-match")
-            for r in report["vqa"]["by_family"] for metric, key in (("accuracy", "accuracy"), ("chance", "chance"))]
+            for r in report["vqa"]["by_family"]
+            for metric, key in (("accuracy", "accuracy"), ("chance", "chance"),
+                                ("accuracy_other_image", "accuracy_other_image"))
+            if key in r]  # builds before the other-image control have no such key
     rows.append(ResultRow(notebook=notebook, model=model, benchmark="shapes-vqa", split="all-shapes",
                           metric="accuracy", value=report["vqa"]["accuracy_shapes"],
                           n=sum(r["n"] for r in report["vqa"]["by_family"] if r["family"] != "chart"),

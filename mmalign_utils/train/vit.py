@@ -349,6 +349,10 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
     t = time.time()
     items, eval_images = eval_items(cfg, cfg.seed + 7_777_777, image_size)
     scored = evaluate_vqa(model, processor, items, eval_images, progress=progress)
+    # The control that tells seeing from guessing: the same questions, each with the next item's image (another
+    # scene of the same kind). A model that uses the image drops toward chance here; a blind one does not.
+    other = evaluate_vqa(model, processor, items, eval_images[1:] + eval_images[:1], progress=progress)
+    scored["correct_with_other_image"] = other["correct"].to_numpy()
     timings["vqa_eval"] = time.time() - t
     timings["total"] = time.time() - t0
 
@@ -365,8 +369,10 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
         "vqa": {
             "accuracy_shapes": float(shapes.correct.mean()),
             "chance_shapes": float(shapes.chance.mean()),
-            "by_family": scored.groupby("family").agg(accuracy=("correct", "mean"), chance=("chance", "mean"),
-                                                      n=("correct", "size")).reset_index().to_dict("records"),
+            "accuracy_shapes_other_image": float(shapes.correct_with_other_image.mean()),
+            "by_family": scored.groupby("family").agg(
+                accuracy=("correct", "mean"), accuracy_other_image=("correct_with_other_image", "mean"),
+                chance=("chance", "mean"), n=("correct", "size")).reset_index().to_dict("records"),
         },
     }
     save_mllm(model, processor, out_dir / "model")
