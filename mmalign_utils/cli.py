@@ -51,6 +51,20 @@ def parse_value(text: str):
     return text
 
 
+def _show_papermill_log() -> None:
+    """papermill's log_output goes to the "papermill" logger at INFO, which Python drops unless a handler is set:
+    without this a headless run shows nothing of the cells' output (prints, progress) until the notebook ends."""
+    import logging
+
+    log = logging.getLogger("papermill")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def run_notebook(notebook: Path, parameters: dict, artifacts_dir: Path, kernel: str | None = None) -> Path:
     """Execute one notebook headless; the executed copy goes to {artifacts_dir}/notebooks/."""
     import papermill as pm
@@ -64,6 +78,7 @@ def run_notebook(notebook: Path, parameters: dict, artifacts_dir: Path, kernel: 
     print(f"[mmalign] running {notebook.name} with {params}", flush=True)
     # The kernel inherits this: long loops print plain progress lines that reach this log (see progress.py).
     os.environ.setdefault("MMALIGN_PLAIN_PROGRESS", "1")
+    _show_papermill_log()
     pm.execute_notebook(
         str(notebook), str(output), parameters=params, kernel_name=kernel or "python3",
         cwd=str(notebook.parent), progress_bar=False, log_output=True,

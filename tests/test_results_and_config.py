@@ -65,3 +65,26 @@ def test_sweep_grid_combinations_and_folders():
     assert runs[0] == {"beta": 0.1, "seed": 0, "smoke": True}
     assert sweep_folder(runs[-1]) == "beta=0.5,seed=2,smoke=True"
     assert sweep_runs([]) == [{}]
+
+
+def test_headless_run_streams_cell_output_and_progress_to_the_log(tmp_path, monkeypatch, capfd):
+    import nbformat
+
+    from mmalign_utils.cli import run_notebook
+
+    monkeypatch.setenv("MMALIGN_PLAIN_PROGRESS", "1")  # restored after the test; run_notebook sets it too
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = nbformat.v4.new_code_cell('artifacts_dir = "x"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from mmalign_utils.progress import progress_bar\n"
+        "print('hello from the kernel')\n"
+        "for _ in progress_bar(range(3), desc='a long stage'):\n    pass")]
+    path = tmp_path / "00_demo.ipynb"
+    nbformat.write(nb, path)
+    executed = run_notebook(path, {}, tmp_path / "artifacts")
+    out = capfd.readouterr().out
+    assert "hello from the kernel" in out and "a long stage" in out
+    assert executed.exists()
