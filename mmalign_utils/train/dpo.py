@@ -28,7 +28,7 @@ from mmalign_utils.train.pair_batches import REF_KEYS, PairCollator, patch_pair_
 from mmalign_utils.train.peft_setup import (
     ProjectorLRMixin, RunResult, build_lora_config, finalize_trainable,
     load_model_for_training, load_train_dataset, resolve_precision, train_and_save,
-    training_arguments,
+    training_arguments, training_attention,
 )
 from mmalign_utils.train.recipes import Recipe
 from mmalign_utils.train.ref_cache import RefSettings, attach_reference_logps
@@ -120,7 +120,7 @@ def prepare_dpo_dataset(recipe: Recipe, dataset, model, processor, progress: boo
         device = state.device if torch.cuda.is_available() else torch.device("cpu")
         # Rank 0 computes and writes the cache (moving the model to its GPU only if rows are missing); the other
         # ranks then find every row in it.
-        with state.main_process_first():
+        with state.main_process_first(), training_attention(model):
             dataset = attach_reference_logps(dataset, model, processor, default_ref_cache_dir(recipe),
                                              reference_settings(recipe), batch_size=recipe.dpo.ref_batch_size,
                                              device=device, progress=progress and state.is_main_process)

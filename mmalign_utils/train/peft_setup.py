@@ -300,23 +300,34 @@ def finalize_trainable(trainer, recipe: Recipe) -> None:
 
 
 @contextlib.contextmanager
+def training_attention(model):
+    """On CPU, eager attention while this block runs (the SDPA flash-attention backward in bf16 is slow there;
+    measured in train/vit.py), then the model's own implementation again. Used for training and for the cached
+    DPO reference pass alike, so that reference and policy log-probs come from the same arithmetic."""
+    if has_cuda():
+        yield
+        return
+    attn = model.config.text_config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(attn)
+
+
+@contextlib.contextmanager
 def training_speedups(trainer):
-    """While training only: no LoRA input casting under autocast, and eager attention on CPU (where the SDPA
-    flash-attention backward in bf16 is slow; measured in train/vit.py). Both are undone afterwards, so the
-    model that is evaluated and saved runs exactly as it loads."""
+    """While training only: no LoRA input casting under autocast, and `training_attention`. Both are undone
+    afterwards, so the model that is evaluated and saved runs exactly as it loads."""
     model = trainer.model
     autocast = (trainer.args.bf16 or trainer.args.fp16) and not is_sharded(trainer)
-    attn = model.config.text_config._attn_implementation
     try:
         if autocast:
             set_lora_input_casting(model, False)
-        if not has_cuda():
-            model.set_attn_implementation("eager")
-        yield
+        with training_attention(model):
+            yield
     finally:
         set_lora_input_casting(model, True)
-        if not has_cuda():
-            model.set_attn_implementation(attn)
 
 
 def set_lora_input_casting(model: torch.nn.Module, enabled: bool) -> None:
