@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import json
 import re
 from dataclasses import dataclass, field
@@ -298,7 +297,6 @@ def finalize_trainable(trainer, recipe: Recipe) -> None:
                 param.data = param.data.float()
 
 
-
 @contextlib.contextmanager
 def training_attention(model):
     """On CPU, eager attention while this block runs (the SDPA flash-attention backward in bf16 is slow there;
@@ -332,8 +330,9 @@ def training_speedups(trainer):
 
 def set_lora_input_casting(model: torch.nn.Module, enabled: bool) -> None:
     """PEFT casts every LoRA layer's input to the adapter dtype (fp32): under autocast that is a copy of each
-    activation for nothing, since autocast runs the adapter matmul in bf16 anyway (measured on the toy VIT:
-    5.1 -> 3.2 s per step). Only for training under autocast: outside it a bf16 input needs the cast."""
+    activation for nothing, since autocast runs the adapter matmul in bf16 anyway (toy VIT stage 2: 5.7 -> 4.4 s
+    per step, benchmarks/vit_diagnostics.py step-speed). Only for training under autocast: outside it a bf16
+    input needs the cast."""
     for module in model.modules():
         if hasattr(module, "lora_A"):
             module.cast_input_dtype_enabled = enabled
@@ -446,16 +445,6 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
     return paths
 
 
-__all__ = [
-    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
-    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
-    "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
-    "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype", "resolve_precision",
-    "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs", "trainable_summary", "training_arguments",
-    "unfreeze_projector_outside_peft",
-]
-
-
 def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> RunResult:
     """Train (resuming from the recipe's checkpoint if any), collect the run's metrics and, with `save`, write the
     adapter and the merged model: the common tail of every recipe."""
@@ -467,3 +456,15 @@ def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> Run
     if save:
         result.outputs = save_run_outputs(trainer, processor, recipe)
     return result
+
+
+__all__ = [
+    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
+    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
+    "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
+    "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype", "resolve_precision",
+    "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs", "set_lora_input_casting",
+    "train_and_save", "trainable_summary", "training_arguments", "training_attention", "training_speedups",
+    "unfreeze_projector_outside_peft",
+]
+

@@ -30,6 +30,7 @@ from mmalign_utils.progress import progress_bar, rss_gb
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
                                            length_grouped_batches, tokenize_example)
 from mmalign_utils.train.longform import write_longform
+from mmalign_utils.train.peft_setup import set_lora_input_casting, training_attention
 from mmalign_utils.train.vision_pretrain import (ProjectorInitConfig, VisionPretrainConfig,
                                                  init_projector_from_words, pretrain_vision_tower)
 from mmalign_utils.vqa import score_predictions
@@ -65,13 +66,13 @@ class VITConfig:
     stage2_lr_projector: float = 1e-4
     lora_r: int = 32
     lora_alpha: int = 64
-    lora_dropout: float = 0.0  # 0.05 doubled the step time on CPU (a dropout copy of every LoRA input)
+    lora_dropout: float = 0.0  # 0.05 costs a dropout copy of every LoRA input (see bf16_frozen_lm)
     writer_temperature: float = 0.7
     writer_max_new_tokens: int = 60
     # Frozen language-model weights stored in bf16, trainable ones (tower, projector, LoRA) in fp32, all matmuls
-    # under bf16 autocast, eager attention. Measured on 2 cores, one stage-2 step of 8 examples (LoRA r32):
-    # 3.2 s and 4.7 GB, against 5.1 s / 6.6 GB when PEFT casts every LoRA input to fp32 and 8-11 s with fp32
-    # weights under autocast (which recasts every weight each step, and whose SDPA backward is slow on CPU).
+    # under bf16 autocast, eager attention. Stage-2 steps of 8 examples (LoRA r32) on 2 cores: 4.4 s / 4.9 GB,
+    # against 5.7 s / 6.0 GB when PEFT casts every LoRA input to fp32 and 9.9 s / 7.1 GB with fp32 weights under
+    # autocast, SDPA and dropout 0.05 (benchmarks/vit_diagnostics.py step-speed --steps 3).
     bf16_frozen_lm: bool = True
     seed: int = 0
 
@@ -192,8 +193,8 @@ def eval_items(cfg: VITConfig, seed: int, image_size: int) -> tuple[list, list]:
 # ------------------------------------------------------------------------------------------- training
 
 
-def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaption], param_groups: list[dict], steps: int,
-                batch_size: int, seed: int, desc: str, bf16: bool, progress: bool) -> list[float]:
+def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaption], param_groups: list[dict],
+                steps: int, batch_size: int, seed: int, desc: str, bf16: bool, progress: bool) -> list[float]:
     opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -222,13 +223,11 @@ def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaptio
     return losses
 
 
-def prepare_for_cpu_training(model, bf16_frozen_lm: bool) -> None:
-    """Frozen language model (and its tied head) stored in bf16, eager attention; see VITConfig.bf16_frozen_lm.
-    LoRA adapters added later stay fp32 (PEFT upcasts adapters on a bf16 base) and AdamW updates them in fp32."""
-    if bf16_frozen_lm:
-        model.model.language_model.to(torch.bfloat16)
-        model.lm_head.to(torch.bfloat16)
-    model.set_attn_implementation("eager")
+def store_frozen_lm_in_bf16(model) -> None:
+    """Frozen language model (and its tied head) stored in bf16; see VITConfig.bf16_frozen_lm. LoRA adapters
+    added later stay fp32 (PEFT upcasts adapters on a bf16 base) and AdamW updates them in fp32."""
+    model.model.language_model.to(torch.bfloat16)
+    model.lm_head.to(torch.bfloat16)
 
 
 def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True) -> list[float]:
@@ -249,8 +248,6 @@ def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True
 def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True):
     """Returns (merged model, losses)."""
     from peft import LoraConfig, get_peft_model
-
-    from mmalign_utils.train.peft_setup import set_lora_input_casting
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -335,16 +332,17 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
                 "examples": [w.text for w in written if w.n_natural == w.n_sentences and w.n_sentences > 1][:5]}
     written_map = {k: w.text for k, w in zip(keys, written)}
 
-    prepare_for_cpu_training(model, cfg.bf16_frozen_lm)
-    t = time.time()
-    stage1_losses = run_stage1(model, processor, stage1_examples(images), cfg, progress)
-    timings["stage1"] = time.time() - t
-    t = time.time()
-    model, stage2_losses = run_stage2(model, processor, stage2_examples(plan, written_map), cfg, progress)
-    timings["stage2"] = time.time() - t
-    # Evaluate exactly what is saved: all bf16 (half the disk; loaders choose their own dtype), SDPA attention.
+    if cfg.bf16_frozen_lm:
+        store_frozen_lm_in_bf16(model)
+    with training_attention(model):  # eager on CPU while training, the model's own implementation after
+        t = time.time()
+        stage1_losses = run_stage1(model, processor, stage1_examples(images), cfg, progress)
+        timings["stage1"] = time.time() - t
+        t = time.time()
+        model, stage2_losses = run_stage2(model, processor, stage2_examples(plan, written_map), cfg, progress)
+        timings["stage2"] = time.time() - t
+    # Evaluate exactly what is saved: all bf16 (half the disk; loaders choose their own dtype).
     model = model.to(torch.bfloat16)
-    model.set_attn_implementation("sdpa")
 
     t = time.time()
     items, eval_images = eval_items(cfg, cfg.seed + 7_777_777, image_size)
