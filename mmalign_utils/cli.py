@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -51,14 +52,25 @@ def parse_value(text: str):
     return text
 
 
+class _CurrentStdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at emit time, not the stream bound when the handler was made: a second run
+    in the same process (a test runner swaps stdout per test) would otherwise write to a stale stream."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _show_papermill_log() -> None:
     """papermill's log_output goes to the "papermill" logger at INFO, which Python drops unless a handler is set:
     without this a headless run shows nothing of the cells' output (prints, progress) until the notebook ends."""
-    import logging
-
     log = logging.getLogger("papermill")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _CurrentStdoutHandler) for h in log.handlers):
+        handler = _CurrentStdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

@@ -1,4 +1,6 @@
+import contextlib
 import csv
+import io
 import math
 
 import numpy as np
@@ -84,6 +86,12 @@ def test_headless_run_streams_cell_output_and_progress_to_the_log(tmp_path, monk
         "for _ in progress_bar(range(3), desc='a long stage'):\n    pass")]
     path = tmp_path / "00_demo.ipynb"
     nbformat.write(nb, path)
+    # A first run while stdout is another stream (as an earlier test in the same process has it): the log must
+    # follow stdout, not stay bound to the stream of the first run.
+    earlier = io.StringIO()
+    with contextlib.redirect_stdout(earlier):
+        run_notebook(path, {}, tmp_path / "first")
+    assert "hello from the kernel" in earlier.getvalue()
     executed = run_notebook(path, {}, tmp_path / "artifacts")
     out = capfd.readouterr().out
     assert "hello from the kernel" in out and "a long stage" in out
