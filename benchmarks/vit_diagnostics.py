@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/vit_diagnostics.py step-speed [--steps 4]
     .venv/bin/python benchmarks/vit_diagnostics.py stage1 [--steps 50]
     .venv/bin/python benchmarks/vit_diagnostics.py other-image artifacts/toy/toy_llava/model [--n 50]
+    .venv/bin/python benchmarks/vit_diagnostics.py read-probe artifacts/toy/toy_llava/model [--n 40]
 
 step-speed   seconds and resident memory of stage-2 steps (8 examples of the VQA mix, LoRA r32 on every linear
              layer) under three set-ups, each in its own process: fp32 weights under bf16 autocast with SDPA and
@@ -14,6 +15,12 @@ stage1       after vision pretraining, 50 stage-1 steps from (a) a random projec
              (a word embedding's is about 3.2).
 other-image  held-out VQA of a saved toy LLaVA with the right images and with each question given the next
              item's image: a model that sees drops toward chance with the wrong image, a blind one does not.
+read-probe   where a blind model's sight stops: (1) the nearest word embedding (cosine) of every image token the
+             language model receives, for three held-out scenes beside their objects; (2) short-answer VQA of n
+             held-out questions with the right image, with another scene's image, and with no image but the
+             scene written out in the question ("Picture: top left: large red circle; ..."): if the image tokens
+             read as the scene's words and yet the written-out scene is not answered better than the image, the
+             language model has not learnt to read a scene, whatever its eyes deliver.
 """
 from __future__ import annotations
 
@@ -136,12 +143,68 @@ def other_image(model_dir: str, n: int) -> None:
     print(f"all: right image {right.correct.mean():.3f}, other image {right.other_image.mean():.3f}")
 
 
+def read_probe(model_dir: str, n: int) -> None:
+    import torch.nn.functional as F
+
+    from mmalign_utils.generate import Conversation, GenerationSettings, generate
+    from mmalign_utils.models import load_mllm
+    from mmalign_utils.train.vit import _question_text
+    from mmalign_utils.vqa import is_correct
+    from mmalign_utils.world import vocab
+    from mmalign_utils.world.qa import make_items
+    from mmalign_utils.world.render import render_scene
+    from mmalign_utils.world.scenes import generate_scene
+
+    model, processor = load_mllm(model_dir)
+    model = model.float().eval()
+    tok = processor.tokenizer
+    embed = F.normalize(model.model.language_model.get_input_embeddings().weight.float(), dim=-1)
+    size = model.config.vision_config.image_size
+    rng, qrng = np.random.default_rng(123), random.Random(123)
+    for _ in range(3):
+        scene = generate_scene(rng)
+        pixels = processor.image_processor(render_scene(scene, size), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            feats = model.get_image_features(pixel_values=pixels)
+        feats = getattr(feats, "pooler_output", feats)
+        feats = (feats[0] if isinstance(feats, (list, tuple)) else feats).reshape(-1, embed.shape[1])
+        words = [tok.decode([i]).strip() for i in (F.normalize(feats.float(), dim=-1) @ embed.T).argmax(-1).tolist()]
+        side = int(round(len(words) ** 0.5))
+        print("scene:", "; ".join(f"{vocab.ROWS[o.row]} {vocab.COLS[o.col]}: {o.size} {o.color} {o.shape}"
+                                  for o in scene.objects))
+        for r in range(side):
+            print("   ", " ".join(f"{w:>9s}" for w in words[r * side:(r + 1) * side]))
+    items, images, written = [], [], []
+    for _ in range(n):
+        scene = generate_scene(rng)
+        items.append(make_items(scene, "short_vqa", qrng, n=1)[0])
+        images.append(render_scene(scene, size))
+        cells = ["empty"] * 9
+        for o in scene.objects:
+            cells[o.cell] = f"{o.size} {o.color} {o.shape}"
+        written.append("; ".join(f"{vocab.ROWS[c // 3]} {vocab.COLS[c % 3]}: {cells[c]}" for c in range(9)))
+    questions = [_question_text(it) for it in items]
+    settings = GenerationSettings(max_new_tokens=8, batch_size=20)
+
+    def accuracy(convs) -> float:
+        preds = generate(model, processor, convs, settings, progress=False)
+        return float(np.mean([is_correct(p, it.family, it.short_answer, it.answer_letter,
+                                          (it.extra or {}).get("accepted", ())) for p, it in zip(preds, items)]))
+
+    right = accuracy([Conversation.user(q, im) for q, im in zip(questions, images)])
+    other = accuracy([Conversation.user(q, im) for q, im in zip(questions, images[1:] + images[:1])])
+    text = accuracy([Conversation.user(f"Picture: {w}.\n{q}") for q, w in zip(questions, written)])
+    print(f"short-answer VQA on {n} held-out questions: right image {right:.3f}, another scene's image "
+          f"{other:.3f}, no image but the scene written out {text:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["step-speed", "stage1", "other-image", "_step"])
-    parser.add_argument("arg", nargs="?", help="other-image: the saved model folder; _step: the set-up")
+    parser.add_argument("what", choices=["step-speed", "stage1", "other-image", "read-probe", "_step"])
+    parser.add_argument("arg", nargs="?", help="other-image, read-probe: the saved model folder; _step: the set-up")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--n", type=int, default=50, help="other-image: questions per family")
+    parser.add_argument("--n", type=int, default=None,
+                        help="other-image: questions per family (50); read-probe: questions (40)")
     args = parser.parse_args()
     if args.what == "_step":
         print(json.dumps(step_speed_child(args.arg, args.steps or 4)))
@@ -151,8 +214,11 @@ def main() -> None:
         stage1(args.steps or 50)
     else:
         if not args.arg:
-            raise SystemExit("other-image needs the saved model folder, e.g. artifacts/toy/toy_llava/model")
-        other_image(args.arg, args.n)
+            raise SystemExit(f"{args.what} needs the saved model folder, e.g. artifacts/toy/toy_llava/model")
+        if args.what == "other-image":
+            other_image(args.arg, args.n or 50)
+        else:
+            read_probe(args.arg, args.n or 40)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,29 @@ def plain_progress() -> bool:
 def progress_bar(iterable=None, **kwargs):
     """tqdm with the right front end for where we run; takes tqdm's arguments."""
     if plain_progress():
-        from tqdm.std import tqdm
-
         kwargs.setdefault("file", sys.stdout)
         kwargs.setdefault("mininterval", float(os.environ.get("MMALIGN_PROGRESS_INTERVAL", "30")))
         kwargs.setdefault("ascii", True)
-        return tqdm(iterable, **kwargs)
+        return _plain_bar_class()(iterable, **kwargs)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, **kwargs)
+
+
+def _plain_bar_class():
+    from tqdm.std import tqdm
+
+    class PlainBar(tqdm):
+        """tqdm whose postfix updates wait for the next interval: tqdm redraws on every set_postfix by default,
+        which in a log is one line per training step."""
+
+        def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+            return super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_postfix_str(self, s="", refresh=False):
+            return super().set_postfix_str(s, refresh=False)
+
+    return PlainBar
 
 
 def rss_gb() -> str:

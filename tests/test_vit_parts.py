@@ -1,6 +1,8 @@
 """Parts of the toy VIT that decide whether the LLaVA can see: the projector's word-embedding start."""
 import copy
 
+import numpy as np
+import pytest
 import torch
 
 from mmalign_utils.train.vision_pretrain import ProjectorInitConfig, cell_word_targets, init_projector_from_words
@@ -33,3 +35,58 @@ def test_projector_init_fits_better_than_the_mean_and_touches_only_the_projector
     assert not torch.equal(model.model.multi_modal_projector.linear_1.weight, proj_before)
     assert all(torch.equal(v, tower_before[k]) for k, v in model.model.vision_tower.state_dict().items())
     assert torch.equal(model.model.language_model.layers[0].mlp.up_proj.weight, lm_before)
+
+
+def test_patch_labels_and_slots_follow_the_raster_order_of_a_6x6_patch_grid():
+    from mmalign_utils.train.vision_pretrain import patch_labels, patch_slots
+
+    cells = np.arange(9).reshape(1, 9)  # cell c holds class c
+    grid = patch_labels(cells, 2).reshape(6, 6)
+    # by hand: patch (r, c) lies in cell (r // 2) * 3 + c // 2
+    assert grid[0].tolist() == [0, 0, 1, 1, 2, 2]
+    assert grid[1].tolist() == [0, 0, 1, 1, 2, 2]
+    assert grid[2].tolist() == [3, 3, 4, 4, 5, 5]
+    assert grid[5].tolist() == [6, 6, 7, 7, 8, 8]
+    slots = patch_slots(2).reshape(6, 6)
+    assert slots[0].tolist() == [0, 1, 0, 1, 0, 1]
+    assert slots[1].tolist() == [2, 3, 2, 3, 2, 3]
+    assert patch_labels(cells, 1).tolist() == cells.tolist() and patch_slots(1).tolist() == [0] * 9
+
+
+def test_patch_word_targets_name_one_attribute_per_patch(untrained_llava):
+    from mmalign_utils.train.vision_pretrain import patch_word_targets
+
+    model, processor = untrained_llava
+    embed = model.model.language_model.get_input_embeddings().weight.detach().float()
+    tok = processor.tokenizer
+
+    def word(w):
+        return embed[tok(w, add_special_tokens=False)["input_ids"]].mean(0)
+
+    targets = patch_word_targets(embed, tok, 2)
+    assert targets.shape == (vocab.NUM_CLASSES, 4, embed.shape[1])
+    row = targets[vocab.class_index("red", "circle", "large")]
+    # top-left colour, top-right shape, bottom-left size, bottom-right colour again
+    for slot, w in enumerate([" red", " circle", " large", " red"]):
+        assert torch.allclose(row[slot], word(w))
+    assert all(torch.allclose(targets[0, s], word(" empty")) for s in range(4))
+    assert torch.allclose(patch_word_targets(embed, tok, 1)[:, 0], cell_word_targets(embed, tok))
+
+
+def test_patch_grid_must_tile_the_world_grid():
+    from types import SimpleNamespace
+
+    from mmalign_utils.train.vision_pretrain import patches_per_cell_side
+
+    assert patches_per_cell_side(SimpleNamespace(config=SimpleNamespace(image_size=96, patch_size=16))) == 2
+    with pytest.raises(ValueError, match="does not tile"):
+        patches_per_cell_side(SimpleNamespace(config=SimpleNamespace(image_size=64, patch_size=16)))
+
+
+def test_projector_init_with_four_patches_per_cell():
+    from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm
+
+    model, processor = build_toy_mllm(ToyMLLMConfig(patch_size=16))
+    metrics = init_projector_from_words(model, processor.tokenizer, ProjectorInitConfig(n_scenes=60, steps=40))
+    assert metrics["relative_mse"] < 0.9
+    assert 0.0 <= metrics["nearest_word_accuracy"] <= 1.0

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
+from mmalign_utils.models import ToyMLLMConfig
 from mmalign_utils.progress import progress_bar, rss_gb
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
                                            length_grouped_batches, tokenize_example)
@@ -54,6 +55,7 @@ class VITConfig:
     longform_share: float = 0.2  # share of stage-2 examples with long-form answers (LLaVA-1.5: ~24% of 665k)
     turns_per_short_example: tuple[int, int] = (3, 6)  # LLaVA-1.5 groups several short questions per image
     n_eval_per_family: int = 50
+    model: ToyMLLMConfig = field(default_factory=ToyMLLMConfig)  # the tower's shape, image tokens per image
     vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
     projector_init: ProjectorInitConfig = field(default_factory=ProjectorInitConfig)
     stage1_steps: int = 50
@@ -288,7 +290,7 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
 
     `longform_cache`: a JSONL file where the writer's rewrites are kept, so a rebuild (or a crash) never
     writes them twice."""
-    from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm, load_smollm2, save_mllm
+    from mmalign_utils.models import build_toy_mllm, load_smollm2, save_mllm
 
     cfg = cfg or VITConfig()
     out_dir = Path(out_dir)
@@ -296,8 +298,8 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
     rng = random.Random(cfg.seed)
     timings: dict[str, float] = {}
     t0 = time.time()
-    model, processor = build_toy_mllm(ToyMLLMConfig())
-    image_size = ToyMLLMConfig().image_size
+    model, processor = build_toy_mllm(cfg.model)
+    image_size = cfg.model.image_size
 
     t = time.time()
     vision_metrics = pretrain_vision_tower(model.model.vision_tower, cfg.vision, progress=progress)
