@@ -196,7 +196,10 @@ def eval_items(cfg: VITConfig, seed: int, image_size: int) -> tuple[list, list]:
 
 
 def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaption], param_groups: list[dict],
-                steps: int, batch_size: int, seed: int, desc: str, bf16: bool, progress: bool) -> list[float]:
+                steps: int, batch_size: int, seed: int, desc: str, bf16: bool, progress: bool,
+                on_step=None) -> list[float]:
+    """AdamW with warm-up and cosine decay over length-grouped batches. `on_step(step, model, losses)` is called
+    after each step (diagnostics evaluate along the way with it; it must leave the model in train mode)."""
     opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -221,6 +224,9 @@ def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaptio
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", rss=rss_gb())
+        if on_step is not None:
+            on_step(len(losses), model, losses)
+            model.train()
     model.eval()
     return losses
 
@@ -247,8 +253,8 @@ def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True
                        "stage 1 (captions)", cfg.bf16_frozen_lm, progress)
 
 
-def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True):
-    """Returns (merged model, losses)."""
+def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True, on_step=None):
+    """Returns (merged model, losses). `on_step`: see _train_loop."""
     from peft import LoraConfig, get_peft_model
 
     for p in model.parameters():
@@ -264,7 +270,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     groups = [{"params": lora_params, "lr": cfg.stage2_lr_lora},
               {"params": list(projector.parameters()), "lr": cfg.stage2_lr_projector}]
     losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
-                         cfg.seed + 2, "stage 2 (VQA mix)", cfg.bf16_frozen_lm, progress)
+                         cfg.seed + 2, "stage 2 (VQA mix)", cfg.bf16_frozen_lm, progress, on_step)
     set_lora_input_casting(peft_model, True)
     # Merge in fp32: W + dW computed on bf16 weights would be rounded before it is ever saved.
     peft_model.base_model.model.to(torch.float32)
