@@ -14,7 +14,8 @@ language model as:
     .venv/bin/python benchmarks/vit_reading.py --scene text --steps 100 --every 50
     .venv/bin/python benchmarks/vit_reading.py --scene image --src artifacts/toy/toy_llava/model
 
-Each run trains from SmolLM2 again; 100 steps of 8 examples take about 17 minutes on 2 cores.
+Each run trains from SmolLM2 again; on 2 cores 100 steps of 8 examples with two evaluations took 13 minutes,
+300 steps with three 38 minutes (image tokens).
 """
 from __future__ import annotations
 
