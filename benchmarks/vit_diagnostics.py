@@ -148,7 +148,7 @@ def read_probe(model_dir: str, n: int) -> None:
 
     from mmalign_utils.generate import Conversation, GenerationSettings, generate
     from mmalign_utils.models import load_mllm
-    from mmalign_utils.train.vit import _question_text
+    from mmalign_utils.train.vit import _question_text, written_scene
     from mmalign_utils.vqa import is_correct
     from mmalign_utils.world import vocab
     from mmalign_utils.world.qa import make_items
@@ -179,10 +179,7 @@ def read_probe(model_dir: str, n: int) -> None:
         scene = generate_scene(rng)
         items.append(make_items(scene, "short_vqa", qrng, n=1)[0])
         images.append(render_scene(scene, size))
-        cells = ["empty"] * 9
-        for o in scene.objects:
-            cells[o.cell] = f"{o.size} {o.color} {o.shape}"
-        written.append("; ".join(f"{vocab.ROWS[c // 3]} {vocab.COLS[c % 3]}: {cells[c]}" for c in range(9)))
+        written.append(written_scene(scene))
     questions = [_question_text(it) for it in items]
     settings = GenerationSettings(max_new_tokens=8, batch_size=20)
 

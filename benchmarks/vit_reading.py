@@ -34,21 +34,14 @@ from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm
 from mmalign_utils.train import vit
 from mmalign_utils.train.lm_batches import ChatExample
 from mmalign_utils.train.peft_setup import training_attention
-from mmalign_utils.train.vision_pretrain import patch_labels, patch_slots, patch_word_targets
+from mmalign_utils.train.vision_pretrain import (patch_labels, patch_slots, patch_word_targets,
+                                                 patches_per_cell_side)
 from mmalign_utils.vqa import score_predictions
-from mmalign_utils.world import vocab
 from mmalign_utils.world.qa import make_items
 from mmalign_utils.world.render import render_scene
 from mmalign_utils.world.scenes import generate_scene
 
 FAMILIES = ("short_vqa", "existence", "count", "relation", "multiple_choice")
-
-
-def written_scene(scene) -> str:
-    cells = ["empty"] * 9
-    for o in scene.objects:
-        cells[o.cell] = f"{o.size} {o.color} {o.shape}"
-    return "; ".join(f"{vocab.ROWS[c // 3]} {vocab.COLS[c % 3]}: {cells[c]}" for c in range(9))
 
 
 def heldout(n_per_family: int, seed: int = 4242) -> tuple[list, list]:
@@ -62,10 +55,10 @@ def heldout(n_per_family: int, seed: int = 4242) -> tuple[list, list]:
     return items, scenes
 
 
-def use_oracle_image_tokens(model, processor, scenes) -> None:
+def use_oracle_image_tokens(model, processor, scenes, image_size: int) -> None:
     """Replace the vision side by a table: each known image -> the exact word embeddings of its patches."""
     embed = model.model.language_model.get_input_embeddings().weight.detach().float()
-    k = 2
+    k = patches_per_cell_side(model.model.vision_tower)
     targets = patch_word_targets(embed, processor.tokenizer, k)
     table = {}
 
@@ -73,7 +66,7 @@ def use_oracle_image_tokens(model, processor, scenes) -> None:
         return hashlib.md5(pixels.detach().float().numpy().round(3).tobytes()).hexdigest()
 
     for scene in scenes:
-        pixels = processor.image_processor(render_scene(scene, 96), return_tensors="pt")["pixel_values"][0]
+        pixels = processor.image_processor(render_scene(scene, image_size), return_tensors="pt")["pixel_values"][0]
         rows = patch_labels(np.asarray(scene.cell_labels())[None], k)[0]
         table[key(pixels)] = targets[rows, patch_slots(k)]
 
@@ -107,7 +100,8 @@ def main() -> None:
         cfg.model = ToyMLLMConfig(patch_size=built.config.vision_config.patch_size)
         model, processor = build_toy_mllm(cfg.model)
         # strict loads: a key mismatch must fail, not leave a random tower in place
-        model.model.vision_tower.load_state_dict({k: v.float() for k, v in built.model.vision_tower.state_dict().items()})
+        model.model.vision_tower.load_state_dict(
+            {k: v.float() for k, v in built.model.vision_tower.state_dict().items()})
         model.model.multi_modal_projector.load_state_dict(
             {k: v.float() for k, v in built.model.multi_modal_projector.state_dict().items()})
         del built
@@ -119,18 +113,19 @@ def main() -> None:
     items, scenes = heldout(args.n)
     eval_images = [render_scene(s, cfg.model.image_size) for s in scenes]
     if args.scene == "text":
-        examples = [ChatExample([{"role": "user", "content": f"Picture: {written_scene(im.source)}.\n"
+        examples = [ChatExample([{"role": "user", "content": f"Picture: {vit.written_scene(im.source)}.\n"
                                   + ex.messages[0]["content"][1]["text"]}] + ex.messages[1:], [])
                     for ex, im in zip(examples, images)]
     if args.scene == "oracle":
-        use_oracle_image_tokens(model, processor, [im.source for im in images] + scenes)
+        use_oracle_image_tokens(model, processor, [im.source for im in images] + scenes, cfg.model.image_size)
     questions = [vit._question_text(it) for it in items]
     settings = GenerationSettings(max_new_tokens=8, batch_size=32)
     start = time.time()
 
     def ask(peft_model, order: list[int]):
         if args.scene == "text":
-            convs = [Conversation.user(f"Picture: {written_scene(scenes[j])}.\n{q}") for q, j in zip(questions, order)]
+            convs = [Conversation.user(f"Picture: {vit.written_scene(scenes[j])}.\n{q}")
+                     for q, j in zip(questions, order)]
         else:
             convs = [Conversation.user(q, eval_images[j]) for q, j in zip(questions, order)]
         return score_predictions(items, generate(peft_model, processor, convs, settings, progress=False))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from tqdm.std import tqdm as tqdm_std
+
 
 def plain_progress() -> bool:
     return os.environ.get("MMALIGN_PLAIN_PROGRESS", "") not in ("", "0", "false")
@@ -21,26 +23,21 @@ def progress_bar(iterable=None, **kwargs):
         kwargs.setdefault("file", sys.stdout)
         kwargs.setdefault("mininterval", float(os.environ.get("MMALIGN_PROGRESS_INTERVAL", "30")))
         kwargs.setdefault("ascii", True)
-        return _plain_bar_class()(iterable, **kwargs)
+        return _PlainBar(iterable, **kwargs)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, **kwargs)
 
 
-def _plain_bar_class():
-    from tqdm.std import tqdm
+class _PlainBar(tqdm_std):
+    """tqdm whose postfix updates wait for the next interval: tqdm redraws on every set_postfix by default, which
+    in a log is one line per training step."""
 
-    class PlainBar(tqdm):
-        """tqdm whose postfix updates wait for the next interval: tqdm redraws on every set_postfix by default,
-        which in a log is one line per training step."""
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        return super().set_postfix(ordered_dict, refresh=False, **kwargs)
 
-        def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
-            return super().set_postfix(ordered_dict, refresh=False, **kwargs)
-
-        def set_postfix_str(self, s="", refresh=False):
-            return super().set_postfix_str(s, refresh=False)
-
-    return PlainBar
+    def set_postfix_str(self, s="", refresh=False):
+        return super().set_postfix_str(s, refresh=False)
 
 
 def rss_gb() -> str:

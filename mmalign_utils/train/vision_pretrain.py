@@ -18,9 +18,9 @@ import torch.nn.functional as F
 
 from mmalign_utils.progress import progress_bar
 from mmalign_utils.world import vocab
-from mmalign_utils.world.vocab import GRID
 from mmalign_utils.world.render import render_batch
 from mmalign_utils.world.scenes import generate_scene
+from mmalign_utils.world.vocab import GRID
 
 
 @dataclass
@@ -122,7 +122,8 @@ def pretrain_vision_tower(vision_tower, cfg: VisionPretrainConfig | None = None,
     for _ in bar:
         idx = rng.integers(0, len(train_x), cfg.batch_size)
         logits = head(cell_features(vision_tower, _to_pixel_values(train_x[idx])).float())
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(train_patch_y[idx]).reshape(-1))
+        patch_targets = torch.from_numpy(train_patch_y[idx]).reshape(-1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), patch_targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -181,13 +182,11 @@ def patch_word_targets(embed: torch.Tensor, tokenizer, k: int) -> torch.Tensor:
         return cell_word_targets(embed, tokenizer)[:, None]
     out = torch.empty(n_cell_classes(), k * k, embed.shape[1])
     for index in range(n_cell_classes()):
-        cls = vocab.class_from_index(index)  # (color, shape, size) or None
+        cls = vocab.class_from_index(index)
+        attributes = None if cls is None else dict(zip(("color", "shape", "size"), cls))
         for slot in range(k * k):
-            if cls is None:
-                word = " empty"
-            else:
-                word = " " + dict(zip(("color", "shape", "size"), cls))[ATTRIBUTE_BY_SLOT[slot % len(ATTRIBUTE_BY_SLOT)]]
-            out[index, slot] = _words_embedding(embed, tokenizer, word)
+            word = "empty" if attributes is None else attributes[ATTRIBUTE_BY_SLOT[slot % len(ATTRIBUTE_BY_SLOT)]]
+            out[index, slot] = _words_embedding(embed, tokenizer, " " + word)
     return out
 
 
@@ -223,7 +222,7 @@ def init_projector_from_words(model, tokenizer, cfg: ProjectorInitConfig | None 
     opt = torch.optim.Adam(projector.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     rng = np.random.default_rng(cfg.seed)
-    variance = targets[rows[:200_000]].var(0).sum()
+    variance = targets[rows].var(0).sum()
     for _ in range(cfg.steps):
         idx = torch.from_numpy(rng.integers(0, len(feats), cfg.batch_size))
         out = projector(feats[idx].to(dtype)).float()

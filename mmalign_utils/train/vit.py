@@ -106,6 +106,16 @@ def caption(source, kind: str) -> str:
     return ("There is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
 
 
+def written_scene(scene) -> str:
+    """The scene written out cell by cell ("top left: large red circle; top center: empty; ..."): the text a
+    language model would read if the image tokens were words; the reading diagnostics ask questions with it."""
+    cells = ["empty"] * (vocab.GRID * vocab.GRID)
+    for o in scene.objects:
+        cells[o.cell] = f"{o.size} {o.color} {o.shape}"
+    return "; ".join(f"{vocab.ROWS[c // vocab.GRID]} {vocab.COLS[c % vocab.GRID]}: {cells[c]}"
+                     for c in range(len(cells)))
+
+
 @dataclass
 class TrainImage:
     source: object  # Scene or Chart
