@@ -83,7 +83,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--lr", type=float, default=2e-3, help="LoRA learning rate")
+    parser.add_argument("--full", action="store_true", help="train every LM weight (LLaVA-1.5) instead of LoRA")
+    parser.add_argument("--lr-full", type=float, default=1e-4, help="LM learning rate with --full")
     parser.add_argument("--turns", default="6,10", help="short-answer turns per image: min,max")
+    parser.add_argument("--grounded", type=float, default=0.0,
+                        help="share of conversations opening with a grounded caption (VITConfig.grounded_caption_share)")
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--images", type=int, default=700)
     parser.add_argument("--n", type=int, default=24, help="held-out questions per family")
     args = parser.parse_args()
@@ -92,7 +97,9 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = vit.VITConfig(n_train_images=args.images, charts_share=0.0, longform_share=0.0,
                         turns_per_short_example=tuple(int(x) for x in args.turns.split(",")),
-                        stage2_steps=args.steps, stage2_lr_lora=args.lr)
+                        stage2_steps=args.steps, stage2_lr_lora=args.lr,
+                        stage2_lm="full" if args.full else "lora", stage2_lr_full=args.lr_full,
+                        grounded_caption_share=args.grounded, stage2_batch_size=args.batch)
     if args.scene == "image":
         from mmalign_utils.models import load_mllm
 
@@ -143,8 +150,10 @@ def main() -> None:
               f"right scene {right.correct.mean():.3f}  other scene {right.other.mean():.3f}  | "
               + "  ".join(f"{f} {r.correct:.2f}/{r.other:.2f}" for f, r in by_family.iterrows()), flush=True)
 
-    vit.store_frozen_lm_in_bf16(model)
-    print(f"scene as {args.scene}; {len(examples)} examples; LoRA LR {args.lr}; "
+    if not args.full:
+        vit.store_frozen_lm_in_bf16(model)
+    lm = f"full LM, LR {args.lr_full}" if args.full else f"LoRA LR {args.lr}"
+    print(f"scene as {args.scene}; {len(examples)} examples; {lm}; "
           f"{args.n} held-out questions per family (right/other scene per family below)", flush=True)
     with training_attention(model):
         vit.run_stage2(model, processor, examples, cfg, progress=False, on_step=on_step)

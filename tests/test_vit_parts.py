@@ -90,3 +90,55 @@ def test_projector_init_with_four_patches_per_cell():
     metrics = init_projector_from_words(model, processor.tokenizer, ProjectorInitConfig(n_scenes=60, steps=40))
     assert metrics["relative_mse"] < 0.9
     assert 0.0 <= metrics["nearest_word_accuracy"] <= 1.0
+
+
+def test_grounded_caption_names_every_object_and_place_in_reading_order():
+    from mmalign_utils.train.vit import grounded_caption
+    from mmalign_utils.world.scenes import Scene, SceneObject
+
+    scene = Scene(objects=(SceneObject("circle", "red", "large", 0, 0), SceneObject("star", "blue", "small", 2, 1)),
+                  seed=0)
+    assert grounded_caption(scene) == ("There is a large red circle in the top left corner and "
+                                       "a small blue star at the bottom center.")
+
+
+def test_grounded_caption_turn_opens_the_share_of_short_conversations_asked_for():
+    import random
+
+    from mmalign_utils.train import vit
+
+    images = vit.make_images(40, 0.0, 3, 96)
+    cfg = vit.VITConfig(longform_share=0.0, grounded_caption_share=0.5)
+    examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(0)), {})
+    opened = [ex for ex in examples if ex.messages[0]["content"][1]["text"] in vit.GROUNDED_PROMPTS]
+    assert 8 <= len(opened) <= 32  # Binomial(40, 0.5)
+    for ex in opened:
+        scene = next(im.source for im in images if im.image is ex.images[0])
+        assert ex.messages[1]["content"] == vit.grounded_caption(scene)
+        # the image is given once, with the first turn only
+        assert all(isinstance(m["content"], str) for m in ex.messages[2::2])
+    none = vit.stage2_examples(vit.stage2_plan(images, vit.VITConfig(longform_share=0.0), random.Random(0)), {})
+    assert not any(isinstance(ex.messages[0]["content"], list)
+                   and ex.messages[0]["content"][1]["text"] in vit.GROUNDED_PROMPTS for ex in none)
+
+
+def test_full_lm_stage2_trains_every_lm_weight_and_not_the_tower(untrained_llava):
+    import random
+
+    from mmalign_utils.train import vit
+
+    model, processor = copy.deepcopy(untrained_llava[0]), untrained_llava[1]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = vit.VITConfig(longform_share=0.0, turns_per_short_example=(1, 2), stage2_lm="full", stage2_steps=2,
+                        stage2_batch_size=2, stage2_lr_full=1e-3)
+    images = vit.make_images(4, 0.0, 0, 96)
+    examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(0)), {})
+    trained, losses = vit.run_stage2(model, processor, examples, cfg, progress=False)
+    assert len(losses) == 2 and type(trained) is type(untrained_llava[0])
+    after = dict(trained.named_parameters())
+    lm = [n for n in before if ".language_model." in n]
+    assert lm and all(not torch.equal(before[n], after[n].float()) for n in lm if n.endswith("q_proj.weight"))
+    assert all(torch.equal(before[n], after[n]) for n in before if ".vision_tower." in n)
+    assert not any(p.requires_grad for p in trained.parameters())
+    with pytest.raises(ValueError, match="stage2_lm"):
+        vit.run_stage2(trained, processor, examples, vit.VITConfig(stage2_lm="qlora"), progress=False)

@@ -54,6 +54,10 @@ class VITConfig:
     charts_share: float = 0.15
     longform_share: float = 0.2  # share of stage-2 examples with long-form answers (LLaVA-1.5: ~24% of 665k)
     turns_per_short_example: tuple[int, int] = (3, 6)  # LLaVA-1.5 groups several short questions per image
+    # Share of short-answer conversations that open with a grounded caption (every object and where it is, in
+    # reading order), as LLaVA-1.5's mix has region-level Visual Genome / RefCOCO data: the densest signal for
+    # which image token is which place.
+    grounded_caption_share: float = 0.0
     n_eval_per_family: int = 50
     model: ToyMLLMConfig = field(default_factory=ToyMLLMConfig)  # the tower's shape, image tokens per image
     vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
@@ -65,6 +69,10 @@ class VITConfig:
     stage2_steps: int = 200
     stage2_batch_size: int = 8
     stage2_lr_lora: float = 5e-4
+    # "lora": LoRA on every linear layer of the LM (merged after); "full": every LM weight trains, as LLaVA-1.5's
+    # stage 2 does (the frozen-LM bf16 storage then does not apply: trained weights stay fp32 under autocast).
+    stage2_lm: str = "lora"
+    stage2_lr_full: float = 1e-4
     stage2_lr_projector: float = 1e-4
     lora_r: int = 32
     lora_alpha: int = 64
@@ -104,6 +112,18 @@ def caption(source, kind: str) -> str:
         return source.facts_text()
     parts = [f"a {o.size} {o.color} {o.shape} {vocab.position_prepositional(o.row, o.col)}" for o in source.objects]
     return ("There is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
+
+
+GROUNDED_PROMPTS = ("Describe each object in the image and where it is.",
+                    "List the objects you see and their positions.",
+                    "What is where in this picture?")
+
+
+def grounded_caption(scene) -> str:
+    """Every object with its size, colour and place, in reading order (top left first), one sentence."""
+    parts = [f"a {o.size} {o.color} {o.shape} {vocab.position_prepositional(o.row, o.col)}"
+             for o in sorted(scene.objects, key=lambda o: o.cell)]
+    return "There is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + "."
 
 
 def written_scene(scene) -> str:
@@ -160,7 +180,10 @@ def stage2_plan(images: list[TrainImage], cfg: VITConfig, rng: random.Random) ->
             items = []
             for _ in range(n_turns):
                 items.extend(make_items(im.source, rng.choice(families), rng, n=1))
-            plan.append({"image": im, "short": items})
+            entry = {"image": im, "short": items}
+            if cfg.grounded_caption_share > 0 and im.kind == "shapes" and rng.random() < cfg.grounded_caption_share:
+                entry["grounded"] = rng.choice(GROUNDED_PROMPTS)
+            plan.append(entry)
     return plan
 
 
@@ -175,8 +198,12 @@ def stage2_examples(plan: list[dict], written: dict[tuple[int, int], str]) -> li
     for p_idx, p in enumerate(plan):
         messages = []
         if "short" in p:
+            if "grounded" in p:
+                messages += [_user(p["grounded"], True),
+                             {"role": "assistant", "content": grounded_caption(p["image"].source)}]
             for t, item in enumerate(p["short"]):
-                messages += [_user(_question_text(item), t == 0), {"role": "assistant", "content": _short_answer(item)}]
+                messages += [_user(_question_text(item), t == 0 and not messages),
+                             {"role": "assistant", "content": _short_answer(item)}]
         else:
             for t, (q, a) in enumerate(_long_turns(p["long"])):
                 messages += [_user(q, t == 0), {"role": "assistant", "content": written.get((p_idx, t), a)}]
@@ -267,8 +294,23 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     """Returns (merged model, losses). `on_step`: see _train_loop."""
     from peft import LoraConfig, get_peft_model
 
+    if cfg.stage2_lm not in ("lora", "full"):
+        raise ValueError(f"VITConfig.stage2_lm must be 'lora' or 'full', not {cfg.stage2_lm!r}")
     for p in model.parameters():
         p.requires_grad_(False)
+    if cfg.stage2_lm == "full":
+        model.model.language_model.to(torch.float32)
+        model.lm_head.to(torch.float32)
+        lm_params = list(model.model.language_model.parameters())
+        for p in lm_params + list(model.model.multi_modal_projector.parameters()):
+            p.requires_grad_(True)
+        groups = [{"params": lm_params, "lr": cfg.stage2_lr_full},
+                  {"params": list(model.model.multi_modal_projector.parameters()), "lr": cfg.stage2_lr_projector}]
+        losses = _train_loop(model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
+                             cfg.seed + 2, "stage 2 (VQA mix, full LM)", True, progress, on_step)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, losses
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     peft_model = get_peft_model(model, lora)
