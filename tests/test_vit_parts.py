@@ -93,13 +93,14 @@ def test_projector_init_with_four_patches_per_cell():
 
 
 def test_grounded_caption_names_every_object_and_place_in_reading_order():
-    from mmalign_utils.train.vit import grounded_caption
+    from mmalign_utils.train.vit import caption
     from mmalign_utils.world.scenes import Scene, SceneObject
 
-    scene = Scene(objects=(SceneObject("circle", "red", "large", 0, 0), SceneObject("star", "blue", "small", 2, 1)),
+    # given bottom first: the caption still reads top left first
+    scene = Scene(objects=(SceneObject("star", "blue", "small", 2, 1), SceneObject("circle", "red", "large", 0, 0)),
                   seed=0)
-    assert grounded_caption(scene) == ("There is a large red circle in the top left corner and "
-                                       "a small blue star at the bottom center.")
+    assert caption(scene, "shapes") == ("There is a large red circle in the top left corner and "
+                                        "a small blue star at the bottom center.")
 
 
 def test_grounded_caption_turn_opens_the_share_of_short_conversations_asked_for():
@@ -114,7 +115,7 @@ def test_grounded_caption_turn_opens_the_share_of_short_conversations_asked_for(
     assert 8 <= len(opened) <= 32  # Binomial(40, 0.5)
     for ex in opened:
         scene = next(im.source for im in images if im.image is ex.images[0])
-        assert ex.messages[1]["content"] == vit.grounded_caption(scene)
+        assert ex.messages[1]["content"] == vit.caption(scene, "shapes")
         # the image is given once, with the first turn only
         assert all(isinstance(m["content"], str) for m in ex.messages[2::2])
     none = vit.stage2_examples(vit.stage2_plan(images, vit.VITConfig(longform_share=0.0), random.Random(0)), {})

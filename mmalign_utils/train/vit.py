@@ -114,16 +114,10 @@ def caption(source, kind: str) -> str:
     return ("There is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + ".")
 
 
+# The grounded turn's answer is the stage-1 caption: every object and its place, in the scene's reading order.
 GROUNDED_PROMPTS = ("Describe each object in the image and where it is.",
                     "List the objects you see and their positions.",
                     "What is where in this picture?")
-
-
-def grounded_caption(scene) -> str:
-    """Every object with its size, colour and place, in reading order (top left first), one sentence."""
-    parts = [f"a {o.size} {o.color} {o.shape} {vocab.position_prepositional(o.row, o.col)}"
-             for o in sorted(scene.objects, key=lambda o: o.cell)]
-    return "There is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + "."
 
 
 def written_scene(scene) -> str:
@@ -200,7 +194,7 @@ def stage2_examples(plan: list[dict], written: dict[tuple[int, int], str]) -> li
         if "short" in p:
             if "grounded" in p:
                 messages += [_user(p["grounded"], True),
-                             {"role": "assistant", "content": grounded_caption(p["image"].source)}]
+                             {"role": "assistant", "content": caption(p["image"].source, "shapes")}]
             for t, item in enumerate(p["short"]):
                 messages += [_user(_question_text(item), t == 0 and not messages),
                              {"role": "assistant", "content": _short_answer(item)}]
@@ -301,11 +295,11 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     if cfg.stage2_lm == "full":
         model.model.language_model.to(torch.float32)
         model.lm_head.to(torch.float32)
-        lm_params = list(model.model.language_model.parameters())
-        for p in lm_params + list(model.model.multi_modal_projector.parameters()):
-            p.requires_grad_(True)
-        groups = [{"params": lm_params, "lr": cfg.stage2_lr_full},
+        groups = [{"params": list(model.model.language_model.parameters()), "lr": cfg.stage2_lr_full},
                   {"params": list(model.model.multi_modal_projector.parameters()), "lr": cfg.stage2_lr_projector}]
+        for group in groups:
+            for p in group["params"]:
+                p.requires_grad_(True)
         losses = _train_loop(model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
                              cfg.seed + 2, "stage 2 (VQA mix, full LM)", True, progress, on_step)
         for p in model.parameters():
