@@ -17,7 +17,7 @@ language model as:
 Each run trains from SmolLM2 again; on 2 cores 100 steps of 8 examples with two evaluations took 13 minutes,
 300 steps with three 38 minutes (image tokens). Levers measured against the default (docs/toy_llava.md):
 --full (every LM weight trains), --grounded 1.0 (each conversation opens with a grounded caption), --batch 2,
---lr 5e-3, and --images 4000 (fresh scenes for long schedules; holds about 17 GB with --scene oracle).
+--lr 5e-3, and --images 4000 (fresh scenes for long schedules; watch memory: `ps` showed about 17 GB with --scene oracle).
 """
 from __future__ import annotations
 
