@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--images", type=int, default=700)
     parser.add_argument("--n", type=int, default=24, help="held-out questions per family")
+    parser.add_argument("--patch", type=int, default=16, choices=[16, 32],
+                        help="oracle/text: the toy's patch size (16: 36 image tokens, one attribute word per patch; "
+                             "32: 9, one per cell in reading order, each the cell's words in one vector)")
     args = parser.parse_args()
     if args.scene == "image" and not args.src:
         raise SystemExit("--scene image needs --src, a saved toy LLaVA (e.g. artifacts/toy/toy_llava/model)")
@@ -115,7 +118,7 @@ def main() -> None:
             {k: v.float() for k, v in built.model.multi_modal_projector.state_dict().items()})
         del built
     else:
-        cfg.model = ToyMLLMConfig(patch_size=16)
+        cfg.model = ToyMLLMConfig(patch_size=args.patch)
         model, processor = build_toy_mllm(cfg.model)
     images = vit.make_images(cfg.n_train_images, 0.0, cfg.seed, cfg.model.image_size)
     examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(cfg.seed)), {})
@@ -157,6 +160,8 @@ def main() -> None:
     lm = f"full LM, LR {args.lr_full}" if args.full else f"LoRA LR {args.lr}"
     print(f"scene as {args.scene}; {len(examples)} examples; {lm}; "
           f"{args.n} held-out questions per family (right/other scene per family below)", flush=True)
+    if args.scene == "text":  # where reading starts: the instruct LM, untrained, given the scene as text
+        on_step(0, model, [float("nan")])
     with training_attention(model):
         vit.run_stage2(model, processor, examples, cfg, progress=False, on_step=on_step)
 
