@@ -1,6 +1,6 @@
 """Option scoring vs free generation on Shapes-POPE: time and agreement (a measurement script, not a test).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/option_scoring_speed.py [MODEL_DIR] [--n 300]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/option_scoring_speed.py [MODEL_DIR] [--n 300] [--dtype float32]
 
 Loads a saved toy LLaVA (default artifacts/toy/toy_llava/model), builds Shapes-POPE (n questions over the three
 splits), answers every question three ways and prints the seconds of each, the speed ratios, the share of
@@ -52,9 +52,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="for free generation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="weights for all three paths (auto: the checkpoint's own; the toy saves bf16). In bf16 a "
+                             "batch with left padding and a single question round differently, which flips yes/no "
+                             "answers whose logits nearly tie; float32 shows what agreement the method itself gives")
     args = parser.parse_args()
 
-    model, processor = load_mllm(args.model)
+    model, processor = load_mllm(args.model, dtype=None if args.dtype == "auto" else getattr(torch, args.dtype))
     items = pope_edition.build(n_per_split=args.n // 3, seed=args.seed)
     requests = pope_edition.requests(items)
     print(f"model {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
