@@ -91,9 +91,12 @@ def run_notebook(notebook: Path, parameters: dict, artifacts_dir: Path, kernel: 
     # The kernel inherits this: long loops print plain progress lines that reach this log (see progress.py).
     os.environ.setdefault("MMALIGN_PLAIN_PROGRESS", "1")
     _show_papermill_log()
+    # The kernel runs where mmalign was started, so a relative path given with -p (model_path, data files)
+    # means what the user typed; in the notebooks' own folder `-p model_path artifacts/...` missed and reached
+    # the hub as a repo id. The notebooks themselves use no relative paths.
     pm.execute_notebook(
         str(notebook), str(output), parameters=params, kernel_name=kernel or "python3",
-        cwd=str(notebook.parent), progress_bar=False, log_output=True,
+        cwd=os.getcwd(), progress_bar=False, log_output=True,
     )
     print(f"[mmalign] {notebook.name} done in {time.time() - start:.0f} s -> {output}", flush=True)
     return output

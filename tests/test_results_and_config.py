@@ -96,3 +96,24 @@ def test_headless_run_streams_cell_output_and_progress_to_the_log(tmp_path, monk
     out = capfd.readouterr().out
     assert "hello from the kernel" in out and "a long stage" in out
     assert executed.exists()
+
+
+def test_headless_run_resolves_relative_path_parameters_from_the_callers_directory(tmp_path, monkeypatch):
+    """`mmalign run 02 -p model_path artifacts/...` from the repo root must find artifacts/..., not look for it
+    beside the notebook (where it reached the hub as a repo id)."""
+    import nbformat
+
+    from mmalign_utils.cli import run_notebook
+
+    (tmp_path / "caller" / "data").mkdir(parents=True)
+    (tmp_path / "caller" / "data" / "marker.txt").write_text("found")
+    (tmp_path / "nbdir").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('artifacts_dir = "x"\nmarker = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("assert open(marker).read() == 'found'")]
+    path = tmp_path / "nbdir" / "00_paths.ipynb"
+    nbformat.write(nb, path)
+    monkeypatch.chdir(tmp_path / "caller")
+    run_notebook(path, {"marker": "data/marker.txt"}, tmp_path / "artifacts")  # raises if the kernel missed it
