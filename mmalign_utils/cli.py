@@ -104,6 +104,10 @@ def run_notebook(notebook: Path, parameters: dict, artifacts_dir: Path, kernel: 
 
 def _params_from_args(args) -> dict:
     params = {name: parse_value(value) for name, value in (args.param or [])}
+    if "artifacts_dir" in params:
+        # run_notebook sets it from --artifacts-dir; taking -p silently would write into the default folder
+        raise SystemExit(f"-p artifacts_dir {params['artifacts_dir']}: give the output folder as "
+                         f"--artifacts-dir {params['artifacts_dir']} instead (the CLI sets that parameter)")
     if getattr(args, "profile", None):
         params["profile"] = args.profile
     if getattr(args, "smoke", False):

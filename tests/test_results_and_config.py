@@ -117,3 +117,14 @@ def test_headless_run_resolves_relative_path_parameters_from_the_callers_directo
     nbformat.write(nb, path)
     monkeypatch.chdir(tmp_path / "caller")
     run_notebook(path, {"marker": "data/marker.txt"}, tmp_path / "artifacts")  # raises if the kernel missed it
+
+
+def test_cli_refuses_artifacts_dir_as_a_notebook_parameter(tmp_path, monkeypatch):
+    """--artifacts-dir sets the notebooks' artifacts_dir; a -p artifacts_dir used to be overridden silently, so
+    the run wrote into ./artifacts. It must fail before anything runs, naming the option to use."""
+    from mmalign_utils.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--artifacts-dir elsewhere"):
+        main(["run", "01", "-p", "artifacts_dir", "elsewhere"])
+    assert not (tmp_path / "artifacts").exists()
