@@ -462,7 +462,7 @@ def eval_dir(ctx, model_name: str) -> Path:
 
 
 def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | None = None,
-                     steer: Mapping[str, int] | None = None, progress: bool = False) -> list[ResultRow]:
+                     steer: Mapping[str, int] | None = None, progress: bool = True) -> list[ResultRow]:
     """Answer the held-out text suite and the offline ShapesWorld editions; return their results.csv rows.
 
     Text suite (greedy, notebook 01's way): rows benchmark "text-suite", split "text" (prompt/instruction strict
@@ -540,7 +540,7 @@ def _model_stamp(model_path: str | Path) -> str:
 
 
 def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | None = None,
-                        name: str | None = None, progress: bool = False) -> list[ResultRow]:
+                        name: str | None = None, progress: bool = True) -> list[ResultRow]:
     """The starting MLLM evaluated like the aligned models (`evaluate_aligned`), once per artifacts directory,
     settings, seed and model build: the first call evaluates it and appends its rows to results.csv; later calls
     (other notebooks, reruns) read the cached rows and append nothing."""
