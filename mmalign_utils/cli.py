@@ -212,6 +212,21 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_build_toy(args) -> int:
+    """Build the toy LLaVA (what notebook 01 does first when it is absent), or resume a half-finished build from
+    its checkpoints; prints the held-out VQA result."""
+    from mmalign_utils.config import RunContext
+    from mmalign_utils.train.vit import ensure_toy_llava
+
+    ctx = RunContext(profile="toy", smoke=args.smoke, seed=args.seed or 0, artifacts_dir=Path(args.artifacts_dir))
+    model_path, report = ensure_toy_llava(ctx, rebuild=args.rebuild)
+    vqa = report["vqa"]
+    print(f"[mmalign] toy LLaVA at {model_path}: held-out ShapesWorld VQA {vqa['accuracy_shapes']:.3f} "
+          f"(chance {vqa['chance_shapes']:.3f}, with another scene's image "
+          f"{vqa.get('accuracy_shapes_other_image', float('nan')):.3f})")
+    return 0
+
+
 def cmd_list(args) -> int:
     for nb in series():
         print(nb.stem)
@@ -262,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a parameter and its values, e.g. --grid beta 0.05 0.1 (repeatable)")
     add_common(p_sweep)
     p_sweep.set_defaults(func=cmd_sweep)
+
+    p_build = sub.add_parser("build-toy", help="build the toy LLaVA, or resume a half-finished build")
+    p_build.add_argument("--smoke", action="store_true", help="tiny sizes (what CI runs)")
+    p_build.add_argument("--seed", type=int, help="seed of the build (default 0)")
+    p_build.add_argument("--artifacts-dir", default="artifacts", help="where the build is kept (default: artifacts)")
+    p_build.add_argument("--rebuild", action="store_true", help="build again even if a finished build is there")
+    p_build.set_defaults(func=cmd_build_toy)
 
     p_list = sub.add_parser("list", help="list the notebooks of the series")
     p_list.set_defaults(func=cmd_list)

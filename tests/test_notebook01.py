@@ -7,7 +7,7 @@ from mmalign_utils.results import read_results
 
 
 @pytest.mark.slow
-def test_notebook01_smoke_run(tmp_path):
+def test_notebook01_smoke_run(tmp_path, capsys):
     assert main(["run", "01", "--smoke", "--seed", "0", "--artifacts-dir", str(tmp_path)]) == 0
     assert (tmp_path / "notebooks" / "01_degradation_analysis.ipynb").exists()
     assert (tmp_path / "figures" / "01_degradation.png").stat().st_size > 10_000
@@ -23,3 +23,27 @@ def test_notebook01_smoke_run(tmp_path):
     assert main(["run", "01", "--smoke", "--artifacts-dir", str(tmp_path)]) == 0
     executed = (tmp_path / "notebooks" / "01_degradation_analysis.ipynb").read_text()
     assert "reusing the toy LLaVA" in executed
+    # The finished build keeps its reading curve and drops the checkpoints it resumed from.
+    import json
+
+    build = tmp_path / "toy-smoke" / "toy_llava"
+    report = json.loads((build / "report.json").read_text())
+    assert [r["step"] for r in report["stage2_reading_curve"]] == [3, 6]
+    assert not list(build.glob("ckpt_*")) and not (tmp_path / "toy-smoke" / "toy_llava.partial").exists()
+    capsys.readouterr()
+    assert main(["build-toy", "--smoke", "--artifacts-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the toy LLaVA" in out and f"held-out ShapesWorld VQA {report['vqa']['accuracy_shapes']:.3f}" in out
+
+
+def test_a_half_finished_build_refuses_another_configuration(tmp_path):
+    from mmalign_utils.train.vit import VITConfig, _check_same_config
+    from dataclasses import asdict
+
+    path = tmp_path / "build_config.json"
+    _check_same_config(path, asdict(VITConfig.smoke()))
+    _check_same_config(path, asdict(VITConfig.smoke()))  # the same configuration resumes
+    changed = VITConfig.smoke()
+    changed.stage2_steps = 7
+    with pytest.raises(RuntimeError, match=r"changed: \['stage2_steps'\]\); delete that folder"):
+        _check_same_config(path, asdict(changed))

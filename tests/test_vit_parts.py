@@ -143,3 +143,79 @@ def test_full_lm_stage2_trains_every_lm_weight_and_not_the_tower(untrained_llava
     assert not any(p.requires_grad for p in trained.parameters())
     with pytest.raises(ValueError, match="stage2_lm"):
         vit.run_stage2(trained, processor, examples, vit.VITConfig(stage2_lm="qlora"), progress=False)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_stage2_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(tmp_path):
+    """A crash after step 3 of 4, with checkpoints every 2 steps: the rerun goes back to step 2, replays the
+    same batch and schedule, and finishes with the same weights, losses and along-the-way records."""
+    import random
+
+    from mmalign_utils.train import vit
+    from mmalign_utils.train.checkpoint import LoopCheckpoint
+    from mmalign_utils.train.tiny import build_tiny_llava
+
+    untrained_llava = build_tiny_llava()
+    untrained_llava[1].tokenizer.chat_template = untrained_llava[1].chat_template  # as build_toy_mllm sets it
+
+    cfg = vit.VITConfig(longform_share=0.0, charts_share=0.0, turns_per_short_example=(1, 2), stage2_steps=4,
+                        stage2_batch_size=2, lora_r=4, lora_alpha=8, stage2_lr_lora=1e-2)
+    images = vit.make_images(6, 0.0, 0, 96)
+    examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(0)), {})
+
+    def record_each_step(step, model, losses):
+        return {"step": step, "loss": losses[-1]}
+
+    def run(ckpt_folder, crash_at=None):
+        torch.manual_seed(0)
+        model = copy.deepcopy(untrained_llava[0])
+
+        def on_step(step, m, losses):
+            if step == crash_at:
+                raise _Crash
+            return record_each_step(step, m, losses)
+
+        records: list[dict] = []
+        ckpt = LoopCheckpoint(ckpt_folder, every=2) if ckpt_folder else None
+        merged, losses = vit.run_stage2(model, untrained_llava[1], examples, cfg, progress=False, on_step=on_step,
+                                        checkpoint=ckpt, records=records)
+        return merged, losses, records
+
+    ref_model, ref_losses, ref_records = run(None)
+    with pytest.raises(_Crash):
+        run(tmp_path / "ckpt", crash_at=3)
+    assert LoopCheckpoint(tmp_path / "ckpt").exists()
+    model, losses, records = run(tmp_path / "ckpt")
+    assert losses == pytest.approx(ref_losses, rel=1e-5) and len(losses) == 4
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    ref_params = dict(ref_model.named_parameters())
+    lm = [n for n, _ in model.named_parameters() if ".language_model." in n and n.endswith("q_proj.weight")]
+    assert lm and all(torch.allclose(p, ref_params[n], atol=1e-6)
+                      for n, p in model.named_parameters())
+    # the merged LoRA moved the weights: the comparison above is not between two untouched models
+    base = dict(untrained_llava[0].named_parameters())
+    assert not torch.equal(ref_params[lm[0]].float(), base[lm[0]].float())
+
+
+def test_a_checkpoint_from_another_configuration_is_refused_by_name(tmp_path):
+    import random
+
+    from mmalign_utils.train import vit
+    from mmalign_utils.train.checkpoint import LoopCheckpoint
+    from mmalign_utils.train.tiny import build_tiny_llava
+
+    untrained_llava = build_tiny_llava()
+    untrained_llava[1].tokenizer.chat_template = untrained_llava[1].chat_template  # as build_toy_mllm sets it
+
+    images = vit.make_images(4, 0.0, 0, 96)
+    base = dict(longform_share=0.0, turns_per_short_example=(1, 1), stage2_steps=2, stage2_batch_size=2)
+    examples = vit.stage2_examples(vit.stage2_plan(images, vit.VITConfig(**base), random.Random(0)), {})
+    ckpt = LoopCheckpoint(tmp_path / "ckpt", every=1)
+    vit.run_stage2(copy.deepcopy(untrained_llava[0]), untrained_llava[1], examples,
+                   vit.VITConfig(**base, stage2_lm="full"), progress=False, checkpoint=ckpt)
+    with pytest.raises(RuntimeError, match="delete the folder"):
+        vit.run_stage2(copy.deepcopy(untrained_llava[0]), untrained_llava[1], examples,
+                       vit.VITConfig(**base, lora_r=4), progress=False, checkpoint=ckpt)
