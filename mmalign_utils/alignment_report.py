@@ -90,10 +90,9 @@ def preference_dataset(ctx, name: str) -> Path:
     root = path.parent
     saved = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if name == "sft_judge":
-        hint = ("notebook 02 saves the SFT set with the source's reference answers only (`sft`): the ShapesWorld "
-                "oracle rates answers but writes none. For judge-written answers build the set with "
-                "preference.build_sft(prompts, source='judge') from prompts whose judge_answer is set and save it "
-                f"there with preference.save_dataset, or use sft_source='reference'.")
+        hint = ("notebook 02 saves the SFT set with judge-written answers only when run with judge_answers=True and "
+                "an AI judge (the ShapesWorld oracle rates answers but writes none): rerun it with e.g. "
+                "`-p judge gemini -p judge_answers true`, or use sft_source='reference'.")
     elif saved:
         hint = (f"notebook 02 saved {', '.join(saved)} there; pick one of those settings, or rerun notebook 02 with "
                 "this profile and smoke setting.")

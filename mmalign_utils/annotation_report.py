@@ -43,6 +43,13 @@ def resolve_judge_spec(judge: str) -> str:
     return DEFAULT_GEMINI if judge.strip() == "gemini" else judge.strip()
 
 
+def writer_prompt_hash() -> str:
+    """SHA-256 of the instructions the judge wrote the sft_judge answers under (annotate.write)."""
+    from mmalign_utils.annotate.write import WRITER_SYSTEM
+
+    return hashlib.sha256(WRITER_SYSTEM.encode()).hexdigest()
+
+
 def judge_prompt_hash(judge_id: str) -> str:
     """SHA-256 of what defines the judge's instructions: our rating guide and system prompt for AI judges, the
     rules' version for the oracle (which reads no prompt)."""
@@ -238,11 +245,12 @@ def pair_viewer(dpo, reasoning: Mapping[str, str] | None = None):
 
 
 def build_datasets(prompts: Sequence[AnnotatedPrompt], seed: int = 0, min_gap: float = 2,
-                   fractions: Sequence[float] = ABLATION_FRACTIONS) -> dict[str, Any]:
+                   fractions: Sequence[float] = ABLATION_FRACTIONS, judge_sft: bool = False) -> dict[str, Any]:
     """The four training sets (paper §3.4-3.5) and the ablation subsets of §6.2.
 
-    Keys: dpo, rejection_sampling, steerlm, sft (the source's reference answers); dpo_images_25 ... (by image, also
-    for rejection_sampling and steerlm, as the paper's data-scaling runs); dpo_flip_25 ... (chosen and rejected
+    Keys: dpo, rejection_sampling, steerlm, sft (the source's reference answers), with `judge_sft` also sft_judge
+    (the judge-written answers: every prompt must have one); dpo_images_25 ... (by image, also for
+    rejection_sampling and steerlm, as the paper's data-scaling runs); dpo_flip_25 ... (chosen and rejected
     swapped in that share of pairs).
     """
     out: dict[str, Any] = {
@@ -251,6 +259,8 @@ def build_datasets(prompts: Sequence[AnnotatedPrompt], seed: int = 0, min_gap: f
         "steerlm": build_steerlm(prompts),
         "sft": build_sft(prompts, source="reference"),
     }
+    if judge_sft:
+        out["sft_judge"] = build_sft(prompts, source="judge", on_missing="error")
     for base in ("dpo", "rejection_sampling", "steerlm"):
         for fraction in fractions:
             out[f"{base}_images_{round(fraction * 100)}"] = subset_by_image(out[base], fraction, seed=seed)
@@ -298,7 +308,8 @@ def save_datasets(datasets: Mapping[str, Any], root: str | Path, prompts: Sequen
         report = pair_signal_report(prompts, ds) if kind == "dpo" else None
         filters = {"min_gap": min_gap, "pair_rule": "paper"} if kind == "dpo" else {}
         filters.update({f"sampling_{key}": value for key, value in (sampling or {}).items()})
-        card = dataset_card(ds, kind=kind, judge_model=judge_id, prompt_hash=prompt_hash, filters=filters, seed=seed,
+        card = dataset_card(ds, kind=kind, judge_model=judge_id, filters=filters, seed=seed,
+                            prompt_hash=writer_prompt_hash() if name == "sft_judge" else prompt_hash,
                             counts={"prompts_annotated": len(prompts), "rows": len(ds)},
                             title=f"mmalign {name}", description=signal_description(spread, report))
         path = root / name

@@ -378,12 +378,14 @@ def to_annotation_items(samples: Sequence[Mapping[str, Any]], prompts: Sequence[
 
 
 def to_annotated_prompts(samples: Sequence[Mapping[str, Any]], annotations: Sequence[Mapping[str, Any]],
-                         prompts: Sequence[SamplingPrompt], image_size: int = 96) -> list:
+                         prompts: Sequence[SamplingPrompt], image_size: int = 96,
+                         judge_answers: Mapping[str, str] | None = None) -> list:
     """`preference.AnnotatedPrompt`s for every sampled prompt that was annotated (in sample order).
 
     annotations: `annotate.load_annotations(out_dir)` rows. Prompts without an annotation (quarantined, or
     failed in the last run) are left out with a warning that counts them; the reference answer is the source
-    data's (ShapesWorld: the templated detailed answer).
+    data's (ShapesWorld: the templated detailed answer). `judge_answers` ({prompt_id: text}, from
+    `annotate.write_answers`) fills `judge_answer` for the SFT set with judge-written answers.
     """
     from mmalign_utils.preference import ATTRIBUTES, AnnotatedPrompt
 
@@ -405,7 +407,7 @@ def to_annotated_prompts(samples: Sequence[Mapping[str, Any]], annotations: Sequ
         out.append(AnnotatedPrompt(
             prompt_id=prompt.prompt_id, image=image, question=prompt.question, answers=list(record["answers"]),
             scores=[{a: int(s[a]) for a in ATTRIBUTES} for s in scores], reference_answer=prompt.reference_answer,
-            source=prompt.source, image_id=prompt.image_id))
+            judge_answer=(judge_answers or {}).get(prompt.prompt_id), source=prompt.source, image_id=prompt.image_id))
     if missing:
         warnings.warn(f"{len(missing)} of {len(samples)} sampled prompts have no annotation and are left out "
                       f"(first: {missing[:5]}); see annotate.load_quarantine", stacklevel=2)

@@ -90,7 +90,7 @@ def test_missing_dataset_says_to_run_notebook_02_and_creates_nothing(ctx, tmp_pa
         ar.preference_dataset(ctx, "dpo")
     assert "mmalign run 02 --smoke" in str(error.value)
     assert not (tmp_path / "toy-smoke" / "preference").exists()
-    with pytest.raises(ar.MissingDatasetError, match="reference answers only"):
+    with pytest.raises(ar.MissingDatasetError, match="judge_answers=True and an AI judge"):
         ar.preference_dataset(ctx, "sft_judge")
     (tmp_path / "toy-smoke" / "preference" / "dpo").mkdir(parents=True)
     (tmp_path / "toy-smoke" / "preference" / "dpo" / "state.json").write_text("{}")
