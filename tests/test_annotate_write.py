@@ -19,7 +19,7 @@ def test_each_prompt_gets_the_judges_answer_and_a_rerun_pays_for_nothing(tmp_pat
     answers = write_answers(_items(), judge, tmp_path, concurrency=2, progress=False)
     assert answers == {"p1": "answer to: Question: What colour is the star?",
                        "p2": "answer to: Question: How many circles are there?"}
-    assert len(judge.requests) == 2
+    assert len(judge.requests) == 2 and judge.cache is None  # its own cache was attached for the call only
     for request in judge.requests:
         assert request.messages[0] == {"role": "system", "content": WRITER_SYSTEM}
         assert len(request.images) == 1 and request.payload["task"] == "write_answer"

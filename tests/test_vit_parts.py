@@ -219,3 +219,28 @@ def test_a_checkpoint_from_another_configuration_is_refused_by_name(tmp_path):
     with pytest.raises(RuntimeError, match="delete the folder"):
         vit.run_stage2(copy.deepcopy(untrained_llava[0]), untrained_llava[1], examples,
                        vit.VITConfig(**base, lora_r=4), progress=False, checkpoint=ckpt)
+
+
+def test_a_checkpoint_survives_a_crash_between_removing_the_old_one_and_renaming_the_new(tmp_path):
+    import random
+
+    from mmalign_utils.train.checkpoint import LoopCheckpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    ckpt = LoopCheckpoint(tmp_path / "ckpt", every=1)
+    ckpt.save(model, opt, sched, random.Random(1), [[0, 1]], [0.5], [{"step": 1}])
+    # the state save() leaves if it dies after rmtree(folder) and before the rename
+    (tmp_path / "ckpt").rename(tmp_path / "ckpt.saving")
+    assert ckpt.exists()
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    queue, losses, records = ckpt.load(fresh, fresh_opt, torch.optim.lr_scheduler.LambdaLR(fresh_opt, lambda s: 1.0),
+                                       random.Random(0))
+    assert (queue, losses, records) == ([[0, 1]], [0.5], [{"step": 1}])
+    assert torch.equal(fresh.weight, model.weight)
+    assert (tmp_path / "ckpt" / "loop.json").exists() and not (tmp_path / "ckpt.saving").exists()

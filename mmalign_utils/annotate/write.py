@@ -7,7 +7,6 @@ answers not yet written. The ShapesWorld oracle rates answers but writes none: i
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,8 +16,6 @@ from mmalign_utils.judges.base import Judge, JudgeConfigError, JudgeError, Judge
 from mmalign_utils.judges.cache import SQLiteJudgeCache
 from mmalign_utils.judges.retry import RetryPolicy, call_with_retries
 from mmalign_utils.progress import progress_bar
-
-logger = logging.getLogger("mmalign.annotate")
 
 WRITER_SYSTEM = """\
 You write the answer an expert assistant would give to a question about an image. Look at the image carefully.
@@ -42,8 +39,8 @@ def build_writer_request(item: Mapping[str, Any], max_tokens: int = 512, repeat:
 def write_answers(items: Iterable[Mapping[str, Any]], judge: Judge, out_dir: str | Path, concurrency: int = 4,
                   policy: RetryPolicy | None = None, max_empty_retries: int = 2, progress: bool = True
                   ) -> dict[str, str]:
-    """{item_id: the judge's answer} for every item. Replies are cached in `out_dir/writer_cache.sqlite` (a rerun
-    asks only for what is missing). An empty reply is asked again under the next repeat index (so the cache does
+    """{item_id: the judge's answer} for every item. Replies are cached in the judge's own cache, or in
+    `out_dir/writer_cache.sqlite` while this runs when it has none (a rerun asks only for what is missing). An empty reply is asked again under the next repeat index (so the cache does
     not hand the same one back), up to `max_empty_retries` times. An item still without an answer, or whose
     transient retries run out, fails the call with the item ids named: an SFT set with holes would silently train
     on fewer prompts than its card says."""
@@ -53,9 +50,10 @@ def write_answers(items: Iterable[Mapping[str, Any]], judge: Judge, out_dir: str
     items = list(items)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if judge.cache is None:
-        judge.cache = SQLiteJudgeCache(out_dir / "writer_cache.sqlite")
     policy = policy or RetryPolicy()
+    own_cache = judge.cache is None
+    if own_cache:  # attached for this call only: the caller's judge is left as it was given
+        judge.cache = SQLiteJudgeCache(out_dir / "writer_cache.sqlite")
 
     def one(item: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
         item_id = str(item["item_id"])
@@ -73,16 +71,20 @@ def write_answers(items: Iterable[Mapping[str, Any]], judge: Judge, out_dir: str
 
     answers: dict[str, str] = {}
     failed: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        bar = progress_bar(pool.map(one, items), total=len(items), desc="judge writes answers",
-                           disable=not progress)
-        for item_id, text, problem in bar:
-            if text is None:
-                failed.append((item_id, problem))
-            else:
-                answers[item_id] = text
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            bar = progress_bar(pool.map(one, items), total=len(items), desc="judge writes answers",
+                               disable=not progress)
+            for item_id, text, problem in bar:
+                if text is None:
+                    failed.append((item_id, problem))
+                else:
+                    answers[item_id] = text
+    finally:
+        if own_cache:
+            judge.cache = None
     if failed:
         first = "; ".join(f"{i}: {why}" for i, why in failed[:5])
         raise JudgeError(f"{len(failed)} of {len(items)} answers were not written ({first}); the written ones are "
-                         f"cached under {out_dir}, so a rerun asks only for these")
+                         f"cached, so a rerun asks only for these")
     return answers

@@ -34,12 +34,24 @@ class LoopCheckpoint:
         self.folder = Path(folder)
         self.every = every
 
+    @property
+    def _saving(self) -> Path:
+        return self.folder.with_name(self.folder.name + ".saving")
+
+    def _complete(self) -> Path | None:
+        """The folder holding a whole checkpoint: `folder`, or the sibling a save wrote in full (loop.json is
+        written last) before a crash between removing the old one and renaming it into place."""
+        for candidate in (self.folder, self._saving):
+            if (candidate / "loop.json").exists():
+                return candidate
+        return None
+
     def exists(self) -> bool:
-        return (self.folder / "loop.json").exists()
+        return self._complete() is not None
 
     def save(self, model, opt, sched, rng, queue: list[list[int]], losses: list[float], records: list[dict]
              ) -> None:
-        tmp = self.folder.with_name(self.folder.name + ".saving")
+        tmp = self._saving
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -55,6 +67,13 @@ class LoopCheckpoint:
 
     def load(self, model, opt, sched, rng) -> tuple[list[list[int]], list[float], list[dict]]:
         """Restore the tensors, optimizer, scheduler and RNG in place; returns (queue, losses, records)."""
+        source = self._complete()
+        if source is None:
+            raise FileNotFoundError(f"no checkpoint in {self.folder}")
+        if source != self.folder:  # finish the rename the crash interrupted
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            source.rename(self.folder)
         state = json.loads((self.folder / "loop.json").read_text())
         tensors = load_file(str(self.folder / "trainable.safetensors"))
         params = dict(model.named_parameters())

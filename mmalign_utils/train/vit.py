@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -472,8 +473,6 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
     save_mllm(model, processor, out_dir / "model")
     scored.to_csv(out_dir / "vqa_eval.csv", index=False)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    import shutil
-
     for ckpt in out_dir.glob("ckpt_*"):  # the saved model supersedes them
         shutil.rmtree(ckpt)
     return report
@@ -558,8 +557,6 @@ def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, r
     tmp = out_dir.with_name(out_dir.name + ".partial")
     report = build_toy_llava(tmp, cfg, progress, longform_cache=ctx.shared_path("vit_longform.jsonl"))
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)  # only a finished build is ever reused
     return out_dir / "model", report
