@@ -48,7 +48,8 @@ def step_speed_child(setup: str, steps: int) -> dict:
     from mmalign_utils.train.vit import VITConfig, make_images, stage2_examples, stage2_plan, store_frozen_lm_in_bf16
 
     model, processor = build_toy_mllm()
-    examples = stage2_examples(stage2_plan(make_images(8 * (steps + 1), 0.15, 0, 96), VITConfig(),
+    examples = stage2_examples(stage2_plan(make_images(8 * (steps + 1), 0.15, 0, 96),
+                                           VITConfig(text_only_share=0.0),
                                            random.Random(0)), {})
     bf16_weights = setup != "fp32-autocast-sdpa-dropout"
     if bf16_weights:

@@ -100,7 +100,7 @@ def main() -> None:
     if args.scene == "image" and not args.src:
         raise SystemExit("--scene image needs --src, a saved toy LLaVA (e.g. artifacts/toy/toy_llava/model)")
     torch.manual_seed(0)
-    cfg = vit.VITConfig(n_train_images=args.images, charts_share=0.0, longform_share=0.0,
+    cfg = vit.VITConfig(n_train_images=args.images, charts_share=0.0, longform_share=0.0, text_only_share=0.0,
                         turns_per_short_example=tuple(int(x) for x in args.turns.split(",")),
                         stage2_steps=args.steps, stage2_lr_lora=args.lr,
                         stage2_lm="full" if args.full else "lora", stage2_lr_full=args.lr_full,

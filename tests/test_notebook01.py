@@ -29,6 +29,9 @@ def test_notebook01_smoke_run(tmp_path, capsys):
     build = tmp_path / "toy-smoke" / "toy_llava"
     report = json.loads((build / "report.json").read_text())
     assert [r["step"] for r in report["stage2_reading_curve"]] == [3, 6]
+    # the text-only share (the toy's ShareGPT) took part: imageless conversations with the LLM's own answers
+    assert report["mix"]["n_text_only"] > 0 and report["text_only"]["n_used"] >= 1
+    assert (tmp_path / "toy-smoke" / "vit_text_answers.jsonl").exists()
     assert not list(build.glob("ckpt_*")) and not (tmp_path / "toy-smoke" / "toy_llava.partial").exists()
     capsys.readouterr()
     assert main(["build-toy", "--smoke", "--artifacts-dir", str(tmp_path)]) == 0

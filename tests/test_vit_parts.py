@@ -109,7 +109,7 @@ def test_grounded_caption_turn_opens_the_share_of_short_conversations_asked_for(
     from mmalign_utils.train import vit
 
     images = vit.make_images(40, 0.0, 3, 96)
-    cfg = vit.VITConfig(longform_share=0.0, grounded_caption_share=0.5)
+    cfg = vit.VITConfig(longform_share=0.0, text_only_share=0.0, grounded_caption_share=0.5)
     examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(0)), {})
     opened = [ex for ex in examples if ex.messages[0]["content"][1]["text"] in vit.GROUNDED_PROMPTS]
     assert 8 <= len(opened) <= 32  # Binomial(40, 0.5)
@@ -118,7 +118,7 @@ def test_grounded_caption_turn_opens_the_share_of_short_conversations_asked_for(
         assert ex.messages[1]["content"] == vit.caption(scene, "shapes")
         # the image is given once, with the first turn only
         assert all(isinstance(m["content"], str) for m in ex.messages[2::2])
-    none = vit.stage2_examples(vit.stage2_plan(images, vit.VITConfig(longform_share=0.0), random.Random(0)), {})
+    none = vit.stage2_examples(vit.stage2_plan(images, vit.VITConfig(longform_share=0.0, text_only_share=0.0), random.Random(0)), {})
     assert not any(isinstance(ex.messages[0]["content"], list)
                    and ex.messages[0]["content"][1]["text"] in vit.GROUNDED_PROMPTS for ex in none)
 
@@ -130,7 +130,7 @@ def test_full_lm_stage2_trains_every_lm_weight_and_not_the_tower(untrained_llava
 
     model, processor = copy.deepcopy(untrained_llava[0]), untrained_llava[1]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = vit.VITConfig(longform_share=0.0, turns_per_short_example=(1, 2), stage2_lm="full", stage2_steps=2,
+    cfg = vit.VITConfig(longform_share=0.0, text_only_share=0.0, turns_per_short_example=(1, 2), stage2_lm="full", stage2_steps=2,
                         stage2_batch_size=2, stage2_lr_full=1e-3)
     images = vit.make_images(4, 0.0, 0, 96)
     examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(0)), {})
@@ -161,7 +161,8 @@ def test_stage2_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(t
     untrained_llava = build_tiny_llava()
     untrained_llava[1].tokenizer.chat_template = untrained_llava[1].chat_template  # as build_toy_mllm sets it
 
-    cfg = vit.VITConfig(longform_share=0.0, charts_share=0.0, turns_per_short_example=(1, 2), stage2_steps=4,
+    cfg = vit.VITConfig(longform_share=0.0, text_only_share=0.0, charts_share=0.0, turns_per_short_example=(1, 2),
+                        stage2_steps=4,
                         stage2_batch_size=2, lora_r=4, lora_alpha=8, stage2_lr_lora=1e-2)
     images = vit.make_images(6, 0.0, 0, 96)
     examples = vit.stage2_examples(vit.stage2_plan(images, cfg, random.Random(0)), {})
@@ -211,7 +212,8 @@ def test_a_checkpoint_from_another_configuration_is_refused_by_name(tmp_path):
     untrained_llava[1].tokenizer.chat_template = untrained_llava[1].chat_template  # as build_toy_mllm sets it
 
     images = vit.make_images(4, 0.0, 0, 96)
-    base = dict(longform_share=0.0, turns_per_short_example=(1, 1), stage2_steps=2, stage2_batch_size=2)
+    base = dict(longform_share=0.0, text_only_share=0.0, turns_per_short_example=(1, 1), stage2_steps=2,
+                stage2_batch_size=2)
     examples = vit.stage2_examples(vit.stage2_plan(images, vit.VITConfig(**base), random.Random(0)), {})
     ckpt = LoopCheckpoint(tmp_path / "ckpt", every=1)
     vit.run_stage2(copy.deepcopy(untrained_llava[0]), untrained_llava[1], examples,

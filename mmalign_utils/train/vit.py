@@ -33,6 +33,7 @@ from mmalign_utils.train.checkpoint import LoopCheckpoint
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
                                            length_grouped_batches, tokenize_example)
 from mmalign_utils.train.longform import write_longform
+from mmalign_utils.train.text_mix import text_instructions, training_answer, write_text_answers
 from mmalign_utils.train.peft_setup import set_lora_input_casting, training_attention
 from mmalign_utils.train.vision_pretrain import (ProjectorInitConfig, VisionPretrainConfig,
                                                  init_projector_from_words, pretrain_vision_tower)
@@ -61,6 +62,12 @@ class VITConfig:
     # carry about 40% of the loss's answer tokens.
     longform_share: float = 0.08
     turns_per_short_example: tuple[int, int] = (6, 10)  # LLaVA-1.5 groups several short questions per image
+    # Share of stage-2 examples that are text-only conversations (LLaVA-1.5: 40k ShareGPT of 665k, about 6%),
+    # answered by the text-only LLM (train.text_mix). Without them 800 steps turned text answers into scene talk.
+    text_only_share: float = 0.06
+    n_text_instructions: int = 400
+    text_max_new_tokens: int = 200
+    text_min_words: int = 40  # a cut answer is kept up to its last whole sentence if that leaves this many words
     # Share of short-answer conversations that open with a grounded caption (every object and where it is, in
     # reading order), as LLaVA-1.5's mix has region-level Visual Genome / RefCOCO data: the densest signal for
     # which image token is which place.
@@ -105,6 +112,7 @@ class VITConfig:
     def smoke(cls) -> VITConfig:
         # 9 image tokens (patch 32) and short turns keep CI fast; the path is the same.
         return cls(n_train_images=48, charts_share=0.15, longform_share=0.2, turns_per_short_example=(3, 6),
+                   text_only_share=0.15, n_text_instructions=3, text_max_new_tokens=24, text_min_words=3,
                    n_eval_per_family=4, model=ToyMLLMConfig(), vision=VisionPretrainConfig.smoke(),
                    projector_init=ProjectorInitConfig.smoke(), stage1_steps=4, stage1_batch_size=4,
                    stage2_steps=6, stage2_batch_size=4, writer_max_new_tokens=30, stage2_eval_every=3,
@@ -179,10 +187,15 @@ def stage1_examples(images: list[TrainImage]) -> list[PlainCaption]:
 
 
 def stage2_plan(images: list[TrainImage], cfg: VITConfig, rng: random.Random) -> list[dict]:
-    """Decide per image: a multi-turn short-answer conversation, or one long-form item to be written."""
+    """Decide per image: a multi-turn short-answer conversation, one long-form item to be written, or (the image
+    left unused) the next text-only conversation."""
     plan = []
+    n_text = 0
     for im in images:
-        if rng.random() < cfg.longform_share:
+        if cfg.text_only_share > 0 and rng.random() < cfg.text_only_share:
+            plan.append({"text": n_text})
+            n_text += 1
+        elif rng.random() < cfg.longform_share:
             family = "describe" if im.kind == "chart" else rng.choice(LONG_FAMILIES)
             item = make_items(im.source, family, rng, n=1)[0]
             plan.append({"image": im, "long": item})
@@ -205,10 +218,18 @@ def _long_turns(item) -> list[tuple[str, str]]:
     return [(item.question, item.detailed_answer)]
 
 
-def stage2_examples(plan: list[dict], written: dict[tuple[int, int], str]) -> list[ChatExample]:
+def stage2_examples(plan: list[dict], written: dict[tuple[int, int], str],
+                    text_pool: list[tuple[str, str]] | None = None) -> list[ChatExample]:
+    """`text_pool`: (instruction, answer) pairs; text-only entries of the plan take them in turn."""
     examples = []
     for p_idx, p in enumerate(plan):
         messages = []
+        if "text" in p:
+            if not text_pool:
+                raise ValueError("the stage-2 plan has text-only conversations but no text answers were given")
+            q, a = text_pool[p["text"] % len(text_pool)]
+            examples.append(ChatExample([_user(q, False), {"role": "assistant", "content": a}], []))
+            continue
         if "short" in p:
             if "grounded" in p:
                 messages += [_user(p["grounded"], True),
@@ -373,11 +394,11 @@ def evaluate_vqa(model, processor, items, images, batch_size: int = 32, progress
 
 
 def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress: bool = True,
-                    longform_cache: str | Path | None = None) -> dict:
+                    longform_cache: str | Path | None = None, text_cache: str | Path | None = None) -> dict:
     """Build, train, evaluate and save the toy LLaVA under out_dir. Returns (and saves) the report.
 
-    `longform_cache`: a JSONL file where the writer's rewrites are kept, so a rebuild (or a crash) never
-    writes them twice."""
+    `longform_cache`, `text_cache`: JSONL files where the writer's long-form rewrites and text-only answers are
+    kept, so a rebuild (or a crash) never writes them twice."""
     from mmalign_utils.models import build_toy_mllm, load_smollm2, save_mllm
 
     cfg = cfg or VITConfig()
@@ -410,8 +431,26 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
     written = write_longform(jobs, writer, writer_tok, temperature=cfg.writer_temperature,
                              max_new_tokens=cfg.writer_max_new_tokens, seed=cfg.seed, progress=progress,
                              cache_path=longform_cache)
-    del writer
     timings["longform_writing"] = time.time() - t
+    # Text-only conversations (the toy's ShareGPT): the same LLM answers plain requests; only finished answers.
+    t = time.time()
+    text_pool: list[tuple[str, str]] = []
+    text_report: dict = {"n_instructions": 0}
+    if any("text" in p for p in plan):
+        answers = write_text_answers(text_instructions(cfg.n_text_instructions, cfg.seed), writer, writer_tok,
+                                     temperature=cfg.writer_temperature, max_new_tokens=cfg.text_max_new_tokens,
+                                     seed=cfg.seed, progress=progress, cache_path=text_cache)
+        kept = [(a, training_answer(a, cfg.text_min_words)) for a in answers]
+        text_pool = [(a.instruction, text) for a, text in kept if text]
+        if not text_pool:
+            raise RuntimeError(f"none of the {len(answers)} text-only answers is usable (finished, or cut with at "
+                               f"least {cfg.text_min_words} words of whole sentences); raise VITConfig.text_max_new_tokens")
+        text_report = {"n_instructions": len(answers), "n_finished": sum(a.finished for a in answers),
+                       "n_used": len(text_pool),
+                       "mean_words": float(np.mean([len(a.split()) for _, a in text_pool])),
+                       "examples": [f"{q} -> {a}" for q, a in text_pool[:3]]}
+    del writer
+    timings["text_answers"] = time.time() - t
     rejected: dict[str, int] = {}
     for w in written:
         for reason in w.reasons:
@@ -433,7 +472,7 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
         t = time.time()
         curve: list[dict] = []
         model, stage2_losses = run_stage2(
-            model, processor, stage2_examples(plan, written_map), cfg, progress,
+            model, processor, stage2_examples(plan, written_map, text_pool), cfg, progress,
             on_step=_reading_curve(processor, cfg, image_size, progress),
             checkpoint=LoopCheckpoint(out_dir / "ckpt_stage2", every=cfg.checkpoint_every), records=curve)
         timings["stage2"] = time.time() - t  # this session's share when it resumed from a checkpoint
@@ -457,7 +496,9 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
         "vision_pretraining": vision_metrics,
         "longform": longform,
         "mix": {"n_images": len(images), "n_long": sum("long" in p for p in plan),
-                "n_short_turns": sum(len(p.get("short", [])) for p in plan)},
+                "n_short_turns": sum(len(p.get("short", [])) for p in plan),
+                "n_text_only": sum("text" in p for p in plan)},
+        "text_only": text_report,
         "stage1_loss": [stage1_losses[0], float(np.mean(stage1_losses[-10:]))],
         "stage2_loss": [stage2_losses[0], float(np.mean(stage2_losses[-10:]))],
         "stage2_reading_curve": curve,
@@ -555,7 +596,8 @@ def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, r
         cfg.seed = ctx.seed
         cfg.vision.seed = ctx.seed
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    report = build_toy_llava(tmp, cfg, progress, longform_cache=ctx.shared_path("vit_longform.jsonl"))
+    report = build_toy_llava(tmp, cfg, progress, longform_cache=ctx.shared_path("vit_longform.jsonl"),
+                             text_cache=ctx.shared_path("vit_text_answers.jsonl"))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)  # only a finished build is ever reused
