@@ -48,16 +48,3 @@ def rss_gb() -> str:
         return f"{psutil.Process().memory_info().rss / 2**30:.1f}G"
     except ImportError:  # psutil comes with jupyter; without it the postfix just says so
         return "n/a"
-
-
-def release_free_memory() -> bool:
-    """Hand the heap's free pages back to the OS (glibc's malloc_trim); False where there is no glibc.
-
-    Training on batches of varying length fragments glibc's heap: the toy build's stage 2 grew from 9 to 18 GB
-    resident over 300 steps and fell back to 9 GB on every restart, the sign of freed memory the allocator keeps."""
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False

@@ -1,6 +1,4 @@
 """Headless runs print plain progress lines to stdout (what the papermill log shows); interactive runs use tqdm.auto."""
-import pytest
-
 from mmalign_utils.progress import progress_bar
 
 
@@ -30,23 +28,3 @@ def test_plain_progress_postfix_updates_do_not_print_a_line_each(monkeypatch, ca
     out = capsys.readouterr().out
     assert out.count("stage 2") <= 3  # the first draw and the final one (tqdm may redraw once on close)
     assert "50/50" in out
-
-
-def test_release_free_memory_gives_freed_heap_back_to_the_os():
-    import platform
-
-    import torch
-
-    psutil = pytest.importorskip("psutil")
-    from mmalign_utils.progress import release_free_memory
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("malloc_trim is glibc's")
-    proc = psutil.Process()
-    # many mid-size blocks of varying size, as batches of varying length leave behind
-    blocks = [torch.empty(1000 + i, 100).fill_(1.0) for i in range(2000)]
-    blocks = blocks[::2]  # free every other one: holes the allocator keeps
-    del blocks
-    before = proc.memory_info().rss
-    assert release_free_memory() is True
-    assert proc.memory_info().rss < before - 100 * 2**20

@@ -85,4 +85,3 @@ def test_training_answer_keeps_finished_answers_and_cuts_others_at_their_last_wh
     assert text_mix.training_answer(A("q", "Short. And cut", False)) is None
     assert text_mix.training_answer(A("q", " ".join(["word"] * 60), False)) is None
     assert text_mix.training_answer(A("q", "Short. And cut", False), min_words=1) == "Short."
-

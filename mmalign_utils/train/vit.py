@@ -28,7 +28,7 @@ import torch
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.models import ToyMLLMConfig
-from mmalign_utils.progress import progress_bar, release_free_memory, rss_gb
+from mmalign_utils.progress import progress_bar, rss_gb
 from mmalign_utils.train.checkpoint import LoopCheckpoint
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
                                            length_grouped_batches, tokenize_example)
@@ -309,8 +309,6 @@ def _train_loop(model, processor, examples: list[ChatExample] | list[PlainCaptio
             if isinstance(record, dict):
                 records.append(record)
             model.train()
-        if len(losses) % 25 == 0:
-            release_free_memory()
         if checkpoint is not None and (len(losses) % checkpoint.every == 0 or len(losses) == steps):
             checkpoint.save(model, opt, sched, rng, queue, losses, records)
     model.eval()
