@@ -18,8 +18,6 @@ Checks on a rephrased sentence (`check_sentence`):
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.progress import progress_bar
 from mmalign_utils.textsuite import split_sentences
+from mmalign_utils.train.writer_cache import append_cache, load_cache
 from mmalign_utils.world import vocab
 from mmalign_utils.world.grounding import ground
 from mmalign_utils.world.lexicon import NUMBER_WORDS, POSITION_WORDS
@@ -121,14 +120,7 @@ def write_longform(jobs: list[tuple[str, object, str]], writer_model, writer_tok
     unique = sorted({s for sents in sentences for s in sents})
     settings_key = f"{temperature}|{max_new_tokens}|{seed}|{n_candidates}|{WRITER_SYSTEM}|{WRITER_EXAMPLES}"
     key_of = {s: hashlib.sha256(f"{settings_key}|{s}".encode()).hexdigest()[:24] for s in unique}
-    done: dict[str, list[str]] = {}
-    if cache_path is not None and Path(cache_path).exists():
-        for line in Path(cache_path).read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a half-written last line from an interrupted run
-                continue
-            done[rec["key"]] = rec["rewrite"]
+    done: dict[str, list[str]] = {key: rec["rewrite"] for key, rec in load_cache(cache_path).items()}
     todo = [s for s in unique if key_of[s] not in done]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.9,
                                   batch_size=batch_size, seed=seed, num_samples=n_candidates)
@@ -142,12 +134,8 @@ def write_longform(jobs: list[tuple[str, object, str]], writer_model, writer_tok
         rewrites = [r if isinstance(r, list) else [r] for r in rewrites]
         for sentence, texts in zip(part, rewrites):
             done[key_of[sentence]] = texts
-        if cache_path is not None:
-            with open(cache_path, "a") as f:
-                for sentence, texts in zip(part, rewrites):
-                    f.write(json.dumps({"key": key_of[sentence], "sentence": sentence, "rewrite": texts}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        append_cache(cache_path, [{"key": key_of[sentence], "sentence": sentence, "rewrite": texts}
+                                  for sentence, texts in zip(part, rewrites)])
         bar.update(len(part))
     bar.close()
     out = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.progress import progress_bar
+from mmalign_utils.train.writer_cache import append_cache, load_cache
 
 # Request shapes seen in chat logs: explain, advise, list, compare, write, plan, define, opinion.
 TASKS = (
@@ -92,14 +92,7 @@ def write_text_answers(instructions: list[str], model, tokenizer, temperature: f
     to a JSONL file chunk by chunk (fsync'd), keyed by instruction and settings: a rerun writes nothing twice."""
     settings_key = f"{temperature}|{max_new_tokens}|{seed}"
     key_of = {q: hashlib.sha256(f"{settings_key}|{q}".encode()).hexdigest()[:24] for q in instructions}
-    done: dict[str, dict] = {}
-    if cache_path is not None and Path(cache_path).exists():
-        for line in Path(cache_path).read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a half-written last line from an interrupted run
-                continue
-            done[rec["key"]] = rec
+    done = load_cache(cache_path)
     todo = [q for q in dict.fromkeys(instructions) if key_of[q] not in done]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.9,
                                   batch_size=batch_size, seed=seed)
@@ -116,12 +109,7 @@ def write_text_answers(instructions: list[str], model, tokenizer, temperature: f
                          "finished": n_tokens < max_new_tokens - 1})
         for rec in recs:
             done[rec["key"]] = rec
-        if cache_path is not None:
-            with open(cache_path, "a") as f:
-                for rec in recs:
-                    f.write(json.dumps(rec) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        append_cache(cache_path, recs)
         bar.update(len(part))
     bar.close()
     return [TextAnswer(q, done[key_of[q]]["answer"], done[key_of[q]]["finished"]) for q in instructions]
