@@ -128,3 +128,18 @@ def test_cli_refuses_artifacts_dir_as_a_notebook_parameter(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="--artifacts-dir elsewhere"):
         main(["run", "01", "-p", "artifacts_dir", "elsewhere"])
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_importing_the_package_caps_the_onednn_kernel_cache_unless_the_user_set_it():
+    # The cap keeps CPU training memory bounded (mmalign_utils/__init__.py); a user's own value must win.
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, mmalign_utils; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "64"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "512"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "512"
