@@ -555,7 +555,7 @@ def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | No
     if cache.is_file():
         print(f"[mmalign] {name}: reusing its evaluation from {cache}")
         return _rows_from_frame(pd.read_csv(cache))
-    model, processor = load_mllm(model_path, dtype=getattr(torch, ctx.spec.dtype), device=ctx.spec.device)
+    model, processor = load_mllm(model_path, dtype=ctx.spec.torch_dtype, device=ctx.spec.device)
     rows = evaluate_aligned(ctx, model, processor, name, settings, progress=progress)
     del model
     gc.collect()

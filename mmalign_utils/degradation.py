@@ -140,7 +140,7 @@ def load_models(ctx) -> dict:
 
     from mmalign_utils.models import load_base_llm, load_mllm
 
-    dtype = torch.bfloat16
+    dtype = ctx.spec.torch_dtype
     if ctx.profile == "toy":
         from mmalign_utils.train.vit import ensure_toy_llava
 

@@ -315,7 +315,7 @@ def load_base_llm(
     name, dtype and device default to the profile's (config.PROFILES).
     """
     spec = get_profile(profile)
-    dtype = dtype or getattr(torch, spec.dtype)
+    dtype = dtype or spec.torch_dtype
     device = device or spec.device
     if profile == "toy":
         if name not in (None, spec.base_llm):

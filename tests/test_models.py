@@ -34,6 +34,7 @@ from mmalign_utils.models import (
     smollm2_cache_path,
     smollm2_gguf_path,
 )
+from mmalign_utils.precision import cpu_compute_dtype
 
 TOY_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
 VICUNA_SYSTEM = (
@@ -366,7 +367,8 @@ def test_paper_format_pins_vicuna_v1_and_pads_images_to_square(toy):
 
 def test_load_base_llm_toy_is_smollm2_in_the_profile_dtype(smollm2):
     model, tokenizer = load_base_llm("toy")
-    assert isinstance(model, LlamaForCausalLM) and model.dtype == torch.bfloat16  # config.PROFILES["toy"].dtype
+    # config.PROFILES["toy"].dtype is "auto": the CPU's compute dtype (bf16 only with bf16 instructions)
+    assert isinstance(model, LlamaForCausalLM) and model.dtype == cpu_compute_dtype()
     assert tokenizer.chat_template == TOY_CHAT_TEMPLATE and tokenizer.padding_side == "left"
     with pytest.raises(ValueError, match="smollm2-135m-instruct"):
         load_base_llm("toy", name="lmsys/vicuna-7b-v1.5")

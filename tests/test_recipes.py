@@ -81,13 +81,15 @@ def test_bad_keys_and_combinations_are_named():
     recipe_from_dict({"method": "sft", "lora": {"projector": "outside"}, "dpo": {"reference": "lora"}})
 
 
-def test_cpu_precision_keeps_bf16_autocast_with_use_cpu(monkeypatch):
+@pytest.mark.parametrize("forced, bf16", [("bf16", True), ("fp32", False)])
+def test_cpu_precision_auto_follows_the_cpu_dtype_with_use_cpu(monkeypatch, forced, bf16):
     from mmalign_utils.train import peft_setup
 
     monkeypatch.setattr(peft_setup, "has_cuda", lambda: False)
+    monkeypatch.setenv("MMALIGN_CPU_DTYPE", forced)
     auto = default_recipe("dpo", "toy")
-    assert peft_setup.resolve_precision(auto) == {"bf16": True, "fp16": False, "use_cpu": True}
-    assert peft_setup.resolve_weights_dtype(auto) == torch.bfloat16
+    assert peft_setup.resolve_precision(auto) == {"bf16": bf16, "fp16": False, "use_cpu": True}
+    assert peft_setup.resolve_weights_dtype(auto) == (torch.bfloat16 if bf16 else torch.float32)
     fp32 = recipe_from_dict({"hardware": {"precision": "fp32"}})
     assert peft_setup.resolve_precision(fp32)["bf16"] is False
     assert peft_setup.resolve_weights_dtype(fp32) == torch.float32

@@ -77,8 +77,9 @@ class OptimSpec:
 
 @dataclass
 class HardwareSpec:
-    """precision: compute dtype of the forward/backward (autocast). "auto": bf16 on a GPU that supports it; on CPU
-    bf16 autocast too (measured faster and numerically sound on this stack, see docs/alignment.md); "fp32" turns
+    """precision: compute dtype of the forward/backward (autocast). "auto": bf16 on a GPU that supports it; on a
+    CPU bf16 autocast where it has bf16 instructions (faster and numerically sound there, docs/alignment.md) and
+    fp32 where it has not (bf16 is emulated there, 3-7x slower: mmalign_utils/precision.py); "fp32" turns
     autocast off. weights_dtype: the dtype the frozen base weights are loaded in ("auto": bf16 whenever precision
     is bf16, else fp32); the LoRA and projector weights always train in fp32."""
 

@@ -28,6 +28,7 @@ import torch
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.models import ToyMLLMConfig
+from mmalign_utils.precision import cpu_compute_dtype, cpu_uses_bf16
 from mmalign_utils.progress import progress_bar, rss_gb
 from mmalign_utils.train.checkpoint import LoopCheckpoint
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
@@ -97,16 +98,22 @@ class VITConfig:
     writer_temperature: float = 0.7
     writer_max_new_tokens: int = 60
     # Frozen language-model weights stored in bf16, trainable ones (tower, projector, LoRA) in fp32, all matmuls
-    # under bf16 autocast, eager attention. Stage-2 steps of 8 examples (LoRA r32) on 2 cores: 4.4 s / 4.9 GB,
-    # against 5.7 s / 6.0 GB when PEFT casts every LoRA input to fp32 and 9.9 s / 7.1 GB with fp32 weights under
-    # autocast, SDPA and dropout 0.05 (benchmarks/vit_diagnostics.py step-speed --steps 3).
-    bf16_frozen_lm: bool = True
+    # under bf16 autocast, eager attention. Stage-2 steps of 8 examples (LoRA r32) on 2 cores with bf16
+    # instructions: 4.4 s / 4.9 GB, against 5.7 s / 6.0 GB when PEFT casts every LoRA input to fp32 and 9.9 s /
+    # 7.1 GB with fp32 weights under autocast, SDPA and dropout 0.05 (benchmarks/vit_diagnostics.py step-speed
+    # --steps 3). None: only where the CPU has bf16 instructions (mmalign_utils/precision.py); without them bf16
+    # is emulated and several times slower than plain fp32.
+    bf16_frozen_lm: bool | None = None
     # Held-out VQA (validation scenes, not the final evaluation's) every so many stage-2 steps, with the right and
     # with another scene's image: the reading curve, kept in the report. 0: none.
     stage2_eval_every: int = 100
     n_val_per_family: int = 20
     checkpoint_every: int = 25  # stage-2 steps between checkpoints (about 4 minutes on 2 cores)
     seed: int = 0
+
+    def uses_bf16(self) -> bool:
+        """Whether the frozen language model is stored in bf16 and the matmuls run under bf16 autocast."""
+        return cpu_uses_bf16() if self.bf16_frozen_lm is None else self.bf16_frozen_lm
 
     @classmethod
     def smoke(cls) -> VITConfig:
@@ -335,7 +342,7 @@ def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True
         for p in group["params"]:
             p.requires_grad_(True)
     return _train_loop(model, processor, examples, groups, cfg.stage1_steps, cfg.stage1_batch_size, cfg.seed + 1,
-                       "stage 1 (captions)", cfg.bf16_frozen_lm, progress, checkpoint=checkpoint)
+                       "stage 1 (captions)", cfg.uses_bf16(), progress, checkpoint=checkpoint)
 
 
 def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True, on_step=None,
@@ -356,7 +363,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
             for p in group["params"]:
                 p.requires_grad_(True)
         losses = _train_loop(model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
-                             cfg.seed + 2, "stage 2 (VQA mix, full LM)", True, progress, on_step, checkpoint,
+                             cfg.seed + 2, "stage 2 (VQA mix, full LM)", cfg.uses_bf16(), progress, on_step, checkpoint,
                              records)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -364,7 +371,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     peft_model = get_peft_model(model, lora)
-    set_lora_input_casting(peft_model, not cfg.bf16_frozen_lm)  # under autocast the bf16 input goes straight in
+    set_lora_input_casting(peft_model, not cfg.uses_bf16())  # under autocast the bf16 input goes straight in
     projector = peft_model.base_model.model.model.multi_modal_projector
     for p in projector.parameters():
         p.requires_grad_(True)
@@ -372,7 +379,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     groups = [{"params": lora_params, "lr": cfg.stage2_lr_lora},
               {"params": list(projector.parameters()), "lr": cfg.stage2_lr_projector}]
     losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
-                         cfg.seed + 2, "stage 2 (VQA mix)", cfg.bf16_frozen_lm, progress, on_step, checkpoint,
+                         cfg.seed + 2, "stage 2 (VQA mix)", cfg.uses_bf16(), progress, on_step, checkpoint,
                          records)
     set_lora_input_casting(peft_model, True)
     # Merge in fp32: W + dW computed on bf16 weights would be rounded before it is ever saved.
@@ -462,7 +469,7 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
                 "examples": [w.text for w in written if w.n_natural == w.n_sentences and w.n_sentences > 1][:5]}
     written_map = {k: w.text for k, w in zip(keys, written)}
 
-    if cfg.bf16_frozen_lm:
+    if cfg.uses_bf16():
         store_frozen_lm_in_bf16(model)
     with training_attention(model):  # eager on CPU while training, the model's own implementation after
         t = time.time()
@@ -476,8 +483,9 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
             on_step=_reading_curve(processor, cfg, image_size, progress),
             checkpoint=LoopCheckpoint(out_dir / "ckpt_stage2", every=cfg.checkpoint_every), records=curve)
         timings["stage2"] = time.time() - t  # this session's share when it resumed from a checkpoint
-    # Evaluate exactly what is saved: all bf16 (half the disk; loaders choose their own dtype).
-    model = model.to(torch.bfloat16)
+    # Evaluate exactly what is saved: all weights rounded to bf16 (half the disk; loaders choose their own dtype),
+    # computed in the CPU's dtype (widening bf16 weights to fp32 is exact).
+    model = model.to(torch.bfloat16).to(cpu_compute_dtype())
 
     t = time.time()
     items, eval_images = eval_items(cfg, cfg.seed + 7_777_777, image_size)
@@ -511,7 +519,7 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
                 chance=("chance", "mean"), n=("correct", "size")).reset_index().to_dict("records"),
         },
     }
-    save_mllm(model, processor, out_dir / "model")
+    save_mllm(model.to(torch.bfloat16), processor, out_dir / "model")
     scored.to_csv(out_dir / "vqa_eval.csv", index=False)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     for ckpt in out_dir.glob("ckpt_*"):  # the saved model supersedes them
@@ -566,7 +574,7 @@ def _reading_curve(processor, cfg: VITConfig, image_size: int, progress: bool):
         if step % cfg.stage2_eval_every and step != cfg.stage2_steps:
             return None
         peft_model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_frozen_lm):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.uses_bf16()):
             right = evaluate_vqa(peft_model, processor, items, images, progress=False)
             other = evaluate_vqa(peft_model, processor, items, other_images, progress=False)
         right["other"] = other["correct"].to_numpy()
