@@ -110,44 +110,85 @@ def generate(
     when num_samples > 1.
 
     Conversations are sorted by prompt length and batched so that padding stays small; the output order is the
-    input order. Text-only and image conversations are never mixed in one batch.
+    input order. Text-only and image conversations are never mixed in one batch. Greedy answers are the tokens
+    HF `generate` picks (tests/test_generate.py); each answer leaves its batch when it ends (`decode`).
     """
     settings = settings or GenerationSettings()
     if settings.num_samples > 1 and settings.greedy:
         raise ValueError("num_samples > 1 needs temperature > 0 (greedy decoding would repeat one answer)")
+    # seed None: the global RNG, so that successive calls draw different samples
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed) if settings.seed is not None else None
+    k = 1 if settings.greedy else settings.num_samples
+    answers = _answer_in_batches(
+        model, processor, conversations, k, settings.max_new_tokens, settings.batch_size,
+        lambda logits: logits.argmax(-1) if settings.greedy else
+        _sample_next(logits, settings.temperature, settings.top_p, generator),
+        progress if isinstance(progress, str) else "generating", bool(progress))
+    return answers if settings.num_samples > 1 else [a[0] for a in answers]
+
+
+def _answer_in_batches(model, processor, conversations: Sequence[Conversation], k: int, max_new_tokens: int,
+                       batch_size: int, choose, desc: str, progress: bool) -> list[list[str]]:
     tok = _tokenizer_of(processor)
     device = next(model.parameters()).device
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    results: list[Any] = [None] * len(conversations)
-    batches = length_sorted_batches(processor, conversations, settings.batch_size)
-    desc = progress if isinstance(progress, str) else "generating"
+    stop = torch.tensor(_stop_ids(model, tok), device=device)
+    results: list[list[str]] = [[] for _ in conversations]
     bar = progress_bar(total=len(conversations), desc=desc, disable=not progress)
-    stop = _stop_ids(model, tok)
-    for batch in batches:
+    for batch in length_sorted_batches(processor, conversations, batch_size):
         enc = encode_batch(processor, [conversations[i] for i in batch], device)
-        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_new_tokens, eos_token_id=stop,
-                                      pad_token_id=tok.pad_token_id)
-        if settings.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=None,
-                          num_return_sequences=settings.num_samples)
-        out = model.generate(**enc, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
-        texts = [t.strip() for t in texts]
-        k = settings.num_samples if not settings.greedy else 1
+        tokens = decode(model, enc, k, max_new_tokens, stop, choose)
+        texts = [t.strip() for t in tok.batch_decode(tokens, skip_special_tokens=True)]
         for j, i in enumerate(batch):
-            chunk = texts[j * k:(j + 1) * k]
-            results[i] = chunk if settings.num_samples > 1 else chunk[0]
+            results[i] = texts[j * k:(j + 1) * k]
         bar.update(len(batch))
     bar.close()
     return results
 
 
-# ------------------------------------------------------------------------------------------------------------
-# k samples per prompt with the prompt encoded once
+@torch.inference_mode()
+def decode(model, enc: dict, k: int, max_new_tokens: int, stop: torch.Tensor, choose) -> list[list[int]]:
+    """The new tokens of k answers per prompt of a left-padded batch (rows: prompt 0's k answers, then prompt 1's).
+
+    The prompts (and their images) are prefilled once and their key/value cache repeated k times: HF
+    `generate(num_return_sequences=k)` copies every prompt k times before the forward pass instead. Rows that
+    have emitted a stop token leave the batch (their cache rows are dropped once a quarter of the batch has
+    finished): sampled answers to one prompt differ in length several-fold, and a batch that kept them would
+    decode every row for as long as its longest answer. `choose(logits) -> token ids` picks each next token
+    (arg-max, or `_sample_next`); the stop token ends a row's list.
+    """
+    from transformers import DynamicCache
+
+    mask = enc["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(**enc, position_ids=positions, cache=DynamicCache(), use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+    logits = out.logits[:, -1].repeat_interleave(k, dim=0)
+    mask = mask.repeat_interleave(k, dim=0)
+    next_pos = positions[:, -1:].repeat_interleave(k, dim=0) + 1
+    rows = list(range(logits.shape[0]))  # the answer each batch row belongs to
+    tokens: list[list[int]] = [[] for _ in rows]
+    done = torch.zeros(len(rows), dtype=torch.bool, device=mask.device)
+    for step in range(max_new_tokens):
+        nxt = choose(logits).to(mask.device)
+        for row, token, finished in zip(rows, nxt.tolist(), done.tolist()):
+            if not finished:
+                tokens[row].append(token)
+        done |= torch.isin(nxt, stop)
+        if step + 1 == max_new_tokens or done.all():
+            break
+        if 4 * int(done.sum()) >= len(rows):  # drop the finished rows from the batch and the cache
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            nxt, mask, next_pos = nxt[keep], mask[keep], next_pos[keep]
+            rows = [rows[i] for i in keep.tolist()]
+            done = done[keep]
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, cache=cache, use_cache=True)
+        cache, logits = out.cache, out.logits[:, -1]
+        next_pos = next_pos + 1
+    return tokens
 
 
 def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
@@ -164,7 +205,6 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, generat
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.inference_mode()
 def sample_k(
     model,
     processor,
@@ -177,53 +217,12 @@ def sample_k(
     seed: int = 0,
     progress: bool | str = True,
 ) -> list[list[str]]:
-    """k sampled answers per conversation, encoding each prompt (and its image) once.
-
-    HF's `generate(num_return_sequences=k)` copies every prompt k times before the forward pass, so the image
-    tower and the prompt run k times. Here the prompt is prefilled once, its KV cache is repeated k times, and
-    only the answers are decoded per sample. Defaults follow the paper's sampling (T 1.2, top-p unset).
-    """
-    from transformers import DynamicCache
-
-    tok = _tokenizer_of(processor)
-    device = next(model.parameters()).device
-    stop = torch.tensor(_stop_ids(model, tok), device=device)
+    """k sampled answers per conversation, encoding each prompt (and its image) once (`decode`).
+    Defaults follow the paper's sampling (T 1.2, top-p unset); `batch_size` counts prompts, not answers."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    batches = length_sorted_batches(processor, conversations, batch_size)
-    results: list[list[str]] = [[] for _ in conversations]
-    bar = progress_bar(total=len(conversations), desc=progress if isinstance(progress, str) else "sampling",
-               disable=not progress)
-    for batch in batches:
-        enc = encode_batch(processor, [conversations[i] for i in batch], device)
-        mask = enc["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = model(**enc, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(k)
-        logits = out.logits[:, -1].repeat_interleave(k, dim=0)
-        mask = mask.repeat_interleave(k, dim=0)
-        next_pos = positions[:, -1:].repeat_interleave(k, dim=0) + 1
-        n = logits.shape[0]
-        tokens = torch.empty((n, 0), dtype=torch.long, device=device)
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-        for _ in range(max_new_tokens):
-            nxt = _sample_next(logits, temperature, top_p, generator).to(device)
-            nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
-            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-            done |= torch.isin(nxt, stop)
-            if done.all():
-                break
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, cache=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1]
-            next_pos = next_pos + 1
-        texts = [t.strip() for t in tok.batch_decode(tokens, skip_special_tokens=True)]
-        for j, i in enumerate(batch):
-            results[i] = texts[j * k:(j + 1) * k]
-        bar.update(len(batch))
-    bar.close()
-    return results
+    return _answer_in_batches(model, processor, conversations, k, max_new_tokens, batch_size,
+                              lambda logits: _sample_next(logits, temperature, top_p, generator),
+                              progress if isinstance(progress, str) else "sampling", bool(progress))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """The generation engine: batching must not change greedy answers, shared-prefix sampling must decode the same
 tokens as HF generate when it is made greedy, and option scoring must pick what greedy decoding starts with."""
+import pytest
 import torch
+from transformers import DynamicCache
 
-from mmalign_utils.generate import Conversation, GenerationSettings, generate, sample_k, score_options
+from mmalign_utils.generate import (Conversation, GenerationSettings, _stop_ids, encode_batch, generate, sample_k,
+                                    score_options)
 
 QUESTIONS = ["What is the capital of France?", "Name a colour of the sky.", "Is fire hot? Answer yes or no.",
              "Write one word that rhymes with cat."]
@@ -15,6 +18,40 @@ def test_batched_greedy_equals_one_at_a_time(smollm2):
     single = [generate(model, tok, [c], GenerationSettings(max_new_tokens=12), progress=False)[0] for c in convs]
     assert batched == single
     assert "Paris" in batched[0]
+
+
+@pytest.fixture
+def dropped_rows(monkeypatch):
+    """Counts the rows finished answers take out of the batch's cache."""
+    calls: list[int] = []
+    select = DynamicCache.batch_select_indices
+
+    def spy(self, indices):
+        calls.append(int(indices.numel()))
+        return select(self, indices)
+
+    monkeypatch.setattr(DynamicCache, "batch_select_indices", spy)
+    return calls
+
+
+def test_greedy_answers_are_hf_generate_tokens_while_finished_rows_leave_the_batch(smollm2, dropped_rows):
+    """The plain transformers path decodes every row until the last one ends; ours drops finished rows. The
+    tokens must be the same: a yes/no answer ends long before a list of five words does."""
+    model, tok = smollm2
+    convs = [Conversation.user(q) for q in ("What is 2+2? Reply with the number only.", "Write a haiku about the sea.",
+                                            "Name five animals, one per line.", "Say hello.")]
+    ours = generate(model, tok, convs, GenerationSettings(max_new_tokens=40, batch_size=4), progress=False)
+    assert dropped_rows, "no answer finished early: the test does not exercise dropping rows"
+    enc = encode_batch(tok, convs)
+    stop = _stop_ids(model, tok)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=40, do_sample=False, temperature=None, top_p=None, top_k=None,
+                             eos_token_id=stop, pad_token_id=tok.pad_token_id)
+    theirs = [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    lengths = sorted(len(tok(t)["input_ids"]) for t in theirs)
+    assert lengths[0] < 10 and lengths[-1] > 20  # rows really end at different steps
+    # generate() sorts the batch by prompt length; the answers come back in input order either way
+    assert ours == theirs
 
 
 def test_image_conversations_batch_with_left_padding(untrained_llava):
@@ -45,6 +82,17 @@ def test_sample_k_is_seeded_and_gives_k_answers(smollm2):
     assert a == b and len(a[0]) == 3
 
 
+def test_sampled_answers_keep_their_order_when_rows_leave(smollm2, dropped_rows):
+    """k samples of several prompts: each prompt's answers stay with it after finished rows are dropped."""
+    model, tok = smollm2
+    convs = [Conversation.user("What is the capital of France? One word."),
+             Conversation.user("Write a long story about a dragon who learns to cook.")]
+    answers = sample_k(model, tok, convs, k=4, temperature=0.7, max_new_tokens=48, seed=1, progress=False)
+    assert dropped_rows
+    assert all("Paris" in a for a in answers[0]) and all("dragon" in a.lower() for a in answers[1])
+    assert min(len(a.split()) for a in answers[1]) > max(len(a.split()) for a in answers[0][:2])
+
+
 def test_score_options_picks_the_greedy_first_token(smollm2):
     model, tok = smollm2
     convs = [Conversation.user(q + " Answer Yes or No.") for q in
@@ -59,8 +107,6 @@ def test_score_options_picks_the_greedy_first_token(smollm2):
 
 def test_greedy_refuses_several_samples(smollm2):
     model, tok = smollm2
-    import pytest
-
     with pytest.raises(ValueError, match="temperature"):
         generate(model, tok, [Conversation.user("hi")], GenerationSettings(num_samples=2), progress=False)
 
