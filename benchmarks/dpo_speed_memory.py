@@ -10,7 +10,8 @@ Arms, each in its own subprocess so that peak RSS is measured fairly (ru_maxrss 
   trl_bf16   the same with bf16 autocast (TRL's default once use_cpu=True; on GPU: bf16 weights)
   ours       AlignDPOTrainer: cached reference log-probs (computed once before training, timed separately),
              each image encoded once per pair, the prompt run once for chosen and rejected (shared key/value
-             cache), bf16 autocast with bf16 frozen weights, and while training (peft_setup.training_speedups)
+             cache), bf16 autocast with bf16 frozen weights (fp32 on a CPU without bf16 instructions, as the
+             recipes' precision "auto"), and while training (peft_setup.training_speedups)
              no fp32 cast of LoRA inputs and, on CPU, eager attention
 
 Both use the same LoRA shape, data, batch and steps. Printed: seconds per step (after warm-up steps), peak RSS
@@ -193,8 +194,11 @@ def run_arm(arm: str, args) -> dict:
 
     baseline_rss = peak_rss_mb()
     device = args.device
-    bf16 = arm != "trl_fp32"
-    weights = torch.bfloat16 if (arm == "ours" or (args.gpu and bf16)) else torch.float32
+    from mmalign_utils.precision import cpu_uses_bf16
+
+    # "ours" computes as the recipe's precision "auto" does: bf16 on a GPU or on a CPU with bf16 instructions
+    bf16 = arm == "trl_bf16" or (arm == "ours" and (args.gpu or cpu_uses_bf16()))
+    weights = torch.bfloat16 if (bf16 and (arm == "ours" or args.gpu)) else torch.float32
     if args.gpu:
         processor = offline_llava_processor()
         model = gpu_model(args.size, processor, weights, device)

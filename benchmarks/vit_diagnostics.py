@@ -8,7 +8,9 @@
 step-speed   seconds and resident memory of stage-2 steps (8 examples of the VQA mix, LoRA r32 on every linear
              layer) under three set-ups, each in its own process: fp32 weights under bf16 autocast with SDPA and
              LoRA dropout 0.05 (the first design); bf16 frozen weights with PEFT's fp32 cast of LoRA inputs; and
-             what VITConfig does now (bf16 frozen weights, autocast, no input cast, eager attention, dropout 0).
+             what VITConfig does on a CPU with bf16 instructions (bf16 frozen weights, autocast, no input cast,
+             eager attention, dropout 0); `fp32`, what it does on one without (fp32 throughout, eager attention,
+             dropout 0). `--setups` picks some (bf16 set-ups on a CPU without bf16 instructions take minutes a step).
 stage1       after vision pretraining, 50 stage-1 steps from (a) a random projector with the tower training at
              LR 1e-3 / 1e-4, (b) the word-embedding projector start with the tower frozen at LR 2e-4: held-out
              caption loss with the right image and with another scene's image, and the image tokens' mean norm
@@ -35,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-SETUPS = ("fp32-autocast-sdpa-dropout", "bf16-lora-cast", "current")
+SETUPS = ("fp32-autocast-sdpa-dropout", "bf16-lora-cast", "current", "fp32")
 
 
 def step_speed_child(setup: str, steps: int) -> dict:
@@ -51,17 +53,17 @@ def step_speed_child(setup: str, steps: int) -> dict:
     examples = stage2_examples(stage2_plan(make_images(8 * (steps + 1), 0.15, 0, 96),
                                            VITConfig(text_only_share=0.0),
                                            random.Random(0)), {})
-    bf16_weights = setup != "fp32-autocast-sdpa-dropout"
+    bf16_weights = setup in ("bf16-lora-cast", "current")
     if bf16_weights:
         store_frozen_lm_in_bf16(model)
-    model.set_attn_implementation("eager" if setup == "current" else "sdpa")
+    model.set_attn_implementation("eager" if setup in ("current", "fp32") else "sdpa")
     for p in model.parameters():
         p.requires_grad_(False)
     lora = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05 if setup == "fp32-autocast-sdpa-dropout" else 0.0,
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     peft_model = get_peft_model(model, lora)
     set_lora_input_casting(peft_model, setup != "current")
-    autocast = setup != "bf16-lora-cast"
+    autocast = setup in ("fp32-autocast-sdpa-dropout", "current")
     peft_model.train()
     times = []
     for step in range(steps + 1):  # the first step warms up and is not timed
@@ -76,8 +78,8 @@ def step_speed_child(setup: str, steps: int) -> dict:
             "rss_gb": psutil.Process().memory_info().rss / 2 ** 30}
 
 
-def step_speed(steps: int) -> None:
-    for setup in SETUPS:
+def step_speed(steps: int, setups: tuple[str, ...] = SETUPS) -> None:
+    for setup in setups:
         out = subprocess.run([sys.executable, __file__, "_step", setup, "--steps", str(steps)], check=True,
                              capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
@@ -201,13 +203,14 @@ def main() -> None:
     parser.add_argument("what", choices=["step-speed", "stage1", "other-image", "read-probe", "_step"])
     parser.add_argument("arg", nargs="?", help="other-image, read-probe: the saved model folder; _step: the set-up")
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--setups", default=",".join(SETUPS), help="step-speed: comma-separated, of " + ", ".join(SETUPS))
     parser.add_argument("--n", type=int, default=None,
                         help="other-image: questions per family (50); read-probe: questions (40)")
     args = parser.parse_args()
     if args.what == "_step":
         print(json.dumps(step_speed_child(args.arg, args.steps or 4)))
     elif args.what == "step-speed":
-        step_speed(args.steps or 4)
+        step_speed(args.steps or 4, tuple(args.setups.split(",")))
     elif args.what == "stage1":
         stage1(args.steps or 50)
     else:
