@@ -50,3 +50,7 @@ def test_a_half_finished_build_refuses_another_configuration(tmp_path):
     changed.stage2_steps = 7
     with pytest.raises(RuntimeError, match=r"changed: \['stage2_steps'\]\); delete that folder"):
         _check_same_config(path, asdict(changed))
+    # the compute dtype follows the machine's CPU: a build started with bf16 may go on in fp32
+    other_cpu = VITConfig.smoke()
+    other_cpu.bf16_frozen_lm = False
+    _check_same_config(path, asdict(other_cpu))

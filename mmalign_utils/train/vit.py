@@ -527,13 +527,18 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
     return report
 
 
+# How the arithmetic runs, not what is trained: a build may resume on a machine with another CPU.
+RESUMABLE_ACROSS = ("bf16_frozen_lm",)
+
+
 def _check_same_config(path: Path, config: dict) -> None:
-    """A half-finished build resumes only under the configuration that started it."""
+    """A half-finished build resumes only under the configuration that started it (RESUMABLE_ACROSS aside)."""
     config = json.loads(json.dumps(config))  # tuples as lists, as they come back from the file
     if path.exists():
         before = json.loads(path.read_text())
-        if before != config:
-            changed = sorted(k for k in set(before) | set(config) if before.get(k) != config.get(k))
+        changed = sorted(k for k in set(before) | set(config)
+                         if before.get(k) != config.get(k) and k not in RESUMABLE_ACROSS)
+        if changed:
             raise RuntimeError(f"{path.parent} holds a half-finished build with another configuration (changed: "
                                f"{changed}); delete that folder to start again, or build with its configuration")
     else:
