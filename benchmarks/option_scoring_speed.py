@@ -28,6 +28,7 @@ from mmalign_utils.bench.shapes.common import scene_image
 from mmalign_utils.bench.shapes.runner import answer_requests
 from mmalign_utils.generate import Conversation
 from mmalign_utils.models import load_mllm
+from mmalign_utils.precision import cpu_compute_dtype
 
 
 @torch.inference_mode()
@@ -53,12 +54,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="for free generation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="weights for all three paths (auto: the checkpoint's own; the toy saves bf16). In bf16 a "
+                        help="weights for all three paths (auto: the toy profile's compute dtype on this CPU, "
+                             "mmalign_utils.precision: bf16 only with bf16 instructions). In bf16 a "
                              "batch with left padding and a single question round differently, which flips yes/no "
                              "answers whose logits nearly tie; float32 shows what agreement the method itself gives")
     args = parser.parse_args()
 
-    model, processor = load_mllm(args.model, dtype=None if args.dtype == "auto" else getattr(torch, args.dtype))
+    model, processor = load_mllm(args.model, dtype=cpu_compute_dtype() if args.dtype == "auto" else
+                                 getattr(torch, args.dtype))
     items = pope_edition.build(n_per_split=args.n // 3, seed=args.seed)
     requests = pope_edition.requests(items)
     print(f"model {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "

@@ -133,9 +133,10 @@ def stage1(steps: int) -> None:
 
 def other_image(model_dir: str, n: int) -> None:
     from mmalign_utils.models import load_mllm
+    from mmalign_utils.precision import cpu_compute_dtype
     from mmalign_utils.train.vit import VITConfig, eval_items, evaluate_vqa
 
-    model, processor = load_mllm(model_dir)
+    model, processor = load_mllm(model_dir, dtype=cpu_compute_dtype())
     items, images = eval_items(VITConfig(n_eval_per_family=n), 7_777_777, 96)
     right = evaluate_vqa(model, processor, items, images, progress=False)
     wrong = evaluate_vqa(model, processor, items, images[1:] + images[:1], progress=False)
@@ -151,6 +152,7 @@ def read_probe(model_dir: str, n: int) -> None:
 
     from mmalign_utils.generate import Conversation, GenerationSettings, generate
     from mmalign_utils.models import load_mllm
+    from mmalign_utils.precision import cpu_compute_dtype
     from mmalign_utils.train.vit import _question_text, written_scene
     from mmalign_utils.vqa import is_correct
     from mmalign_utils.world import vocab
@@ -158,7 +160,7 @@ def read_probe(model_dir: str, n: int) -> None:
     from mmalign_utils.world.render import render_scene
     from mmalign_utils.world.scenes import generate_scene
 
-    model, processor = load_mllm(model_dir)
+    model, processor = load_mllm(model_dir, dtype=cpu_compute_dtype())
     model = model.float().eval()
     tok = processor.tokenizer
     embed = F.normalize(model.model.language_model.get_input_embeddings().weight.float(), dim=-1)

@@ -543,8 +543,6 @@ def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | No
     """The starting MLLM evaluated like the aligned models (`evaluate_aligned`), once per artifacts directory,
     settings, seed and model build: the first call evaluates it and appends its rows to results.csv; later calls
     (other notebooks, reruns) read the cached rows and append nothing."""
-    import torch
-
     from mmalign_utils.models import load_mllm
     from mmalign_utils.results import append_results
 

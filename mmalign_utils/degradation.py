@@ -136,8 +136,6 @@ def load_models(ctx) -> dict:
     toy:   SmolLM2-135M-Instruct and the toy LLaVA built from it (trained here on first use, then reused).
     paper: Vicuna-1.5-7B and LLaVA-1.5-7B (llava-hf), as in the paper's Table 6/7 7B rows.
     """
-    import torch
-
     from mmalign_utils.models import load_base_llm, load_mllm
 
     dtype = ctx.spec.torch_dtype
