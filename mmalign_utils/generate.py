@@ -201,8 +201,9 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, generat
         remove = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest set reaching top_p
         sorted_logits[remove] = float("-inf")
         logits = torch.full_like(logits, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # drawn on the CPU, where the seeded generator lives, so that GPU runs sample too (and alike for a seed)
+    probs = logits.softmax(-1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
 
 
 def sample_k(
