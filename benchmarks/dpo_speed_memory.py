@@ -8,14 +8,14 @@ Arms, each in its own subprocess so that peak RSS is measured fairly (ru_maxrss 
   trl_fp32   plain TRL DPOTrainer: LoRA (+ projector in modules_to_save), live LoRA-as-reference, TRL's vision
              collator (each image encoded twice per pair and twice more for the reference), fp32
   trl_bf16   the same with bf16 autocast (TRL's default once use_cpu=True; on GPU: bf16 weights)
-  ours_narrow  (CPU without bf16 instructions only; a design option, not in the recipes yet) ours with the frozen
-             language-model linear weights stored in bf16 and widened to fp32 inside each matmul (the backward
-             widens again rather than keeping the fp32 copy); the LM head (tied to the embeddings) stays fp32
   ours       AlignDPOTrainer: cached reference log-probs (computed once before training, timed separately),
              each image encoded once per pair, the prompt run once for chosen and rejected (shared key/value
              cache), bf16 autocast with bf16 frozen weights (fp32 on a CPU without bf16 instructions, as the
              recipes' precision "auto"), and while training (peft_setup.training_speedups)
              no fp32 cast of LoRA inputs and, on CPU, eager attention
+  ours_narrow  (CPU without bf16 instructions only; a design option, not in the recipes yet) ours with the frozen
+             language-model linear weights stored in bf16 and widened to fp32 inside each matmul (the backward
+             widens again rather than keeping the fp32 copy); the LM head (tied to the embeddings) stays fp32
 
 Both use the same LoRA shape, data, batch and steps. Printed: seconds per step (after warm-up steps), peak RSS
 (CPU) or peak GPU memory, the one-time reference pass, and the ratios ours / trl. Goal: <= 0.5x time, <= 0.7x

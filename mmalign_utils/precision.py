@@ -3,8 +3,8 @@
 bf16 halves the memory of weights and activations, and on a CPU with native bf16 (AVX512-BF16 or AMX: recent
 Intel Xeons, AMD Zen 4 with AVX-512 exposed) oneDNN runs its matmuls about twice as fast as fp32. Without those
 instructions PyTorch still computes in bf16, but by converting element by element: on a 2-core AMD EPYC that
-exposes only AVX2, a bf16 linear layer ran 6.6x slower than fp32 and toy-LLaVA generation 2.7x slower
-(`benchmarks/cpu_dtype_speed.py` prints both side by side). The machines this project runs on differ from one
+exposes only AVX2, bf16 linear layers ran up to 6.5x slower than fp32, SmolLM2 generation 2.4x slower and a LoRA
+training step 24x slower (`benchmarks/cpu_dtype_speed.py` prints them side by side). The machines this project runs on differ from one
 session to the next, so the toy profile asks the processor instead of assuming.
 
 Every CPU default that used to be bf16 (the toy profile's weights for generation and evaluation, the recipes'

@@ -36,7 +36,7 @@ def dropped_rows(monkeypatch):
 
 def test_greedy_answers_are_hf_generate_tokens_while_finished_rows_leave_the_batch(smollm2, dropped_rows):
     """The plain transformers path decodes every row until the last one ends; ours drops finished rows. The
-    tokens must be the same: a yes/no answer ends long before a list of five words does."""
+    tokens must be the same: a one-number answer ends long before a haiku or a list of five animals."""
     model, tok = smollm2
     convs = [Conversation.user(q) for q in ("What is 2+2? Reply with the number only.", "Write a haiku about the sea.",
                                             "Name five animals, one per line.", "Say hello.")]

@@ -167,7 +167,7 @@ def resolve_precision(recipe: Recipe) -> dict[str, Any]:
     if precision == "auto":
         if cuda:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:  # bf16 autocast only where the CPU has bf16 instructions (precision.py: 3-7x slower without)
+        else:  # bf16 autocast only where the CPU has bf16 instructions (precision.py: far slower without)
             precision = "bf16" if cpu_uses_bf16() else "fp32"
     if precision == "fp16" and not cuda:
         raise ValueError("hardware.precision fp16 needs a GPU; use bf16 or fp32 on CPU")

@@ -79,7 +79,7 @@ class OptimSpec:
 class HardwareSpec:
     """precision: compute dtype of the forward/backward (autocast). "auto": bf16 on a GPU that supports it; on a
     CPU bf16 autocast where it has bf16 instructions (faster and numerically sound there, docs/alignment.md) and
-    fp32 where it has not (bf16 is emulated there, 3-7x slower: mmalign_utils/precision.py); "fp32" turns
+    fp32 where it has not (bf16 is emulated there, 2.4-24x slower: mmalign_utils/precision.py); "fp32" turns
     autocast off. weights_dtype: the dtype the frozen base weights are loaded in ("auto": bf16 whenever precision
     is bf16, else fp32); the LoRA and projector weights always train in fp32."""
 

@@ -28,7 +28,7 @@ import torch
 
 from mmalign_utils.generate import Conversation, GenerationSettings, generate
 from mmalign_utils.models import ToyMLLMConfig
-from mmalign_utils.precision import cpu_compute_dtype, cpu_uses_bf16
+from mmalign_utils.precision import cpu_uses_bf16
 from mmalign_utils.progress import progress_bar, rss_gb
 from mmalign_utils.train.checkpoint import LoopCheckpoint
 from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_only_loss, collate,
@@ -484,8 +484,8 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
             checkpoint=LoopCheckpoint(out_dir / "ckpt_stage2", every=cfg.checkpoint_every), records=curve)
         timings["stage2"] = time.time() - t  # this session's share when it resumed from a checkpoint
     # Evaluate exactly what is saved: all weights rounded to bf16 (half the disk; loaders choose their own dtype),
-    # computed in the CPU's dtype (widening bf16 weights to fp32 is exact).
-    model = model.to(torch.bfloat16).to(cpu_compute_dtype())
+    # computed in the build's dtype (widening bf16 weights to fp32 is exact).
+    model = model.to(torch.bfloat16).to(torch.bfloat16 if cfg.uses_bf16() else torch.float32)
 
     t = time.time()
     items, eval_images = eval_items(cfg, cfg.seed + 7_777_777, image_size)
