@@ -12,12 +12,13 @@ Arms, each in its own subprocess so that peak RSS is measured fairly (ru_maxrss 
              each image encoded once per pair, the prompt run once for chosen and rejected (shared key/value
              cache), bf16 autocast with bf16 frozen weights (fp32 on a CPU without bf16 instructions, as the
              recipes' precision "auto"), and while training (peft_setup.training_speedups)
-             no fp32 cast of LoRA inputs and, on CPU, eager attention
-  ours_narrow  (CPU without bf16 instructions only; a design option, not in the recipes yet) ours with the frozen
-             language-model linear weights stored in bf16 and widened to fp32 inside each matmul (the backward
-             widens again rather than keeping the fp32 copy); the LM head (tied to the embeddings) stays fp32
+             no fp32 cast of LoRA inputs and, on CPU, eager attention, log-probs from train/cpu_logprobs.py and,
+             with fp32 compute, the activations saved for the backward stored in bf16
+  ours_fp32_saved  (CPU with fp32 compute only) ours with recipe hardware.saved_activations "fp32": the
+             activations kept for the backward stay fp32 instead of bf16 (train/saved_activations.py), to show what
+             that storage saves and costs
 
-Both use the same LoRA shape, data, batch and steps. Printed: seconds per step (after warm-up steps), peak RSS
+All arms use the same LoRA shape, data, batch and steps. Printed: seconds per step (after warm-up steps), peak RSS
 (CPU) or peak GPU memory, the one-time reference pass, and the ratios ours / trl. Goal: <= 0.5x time, <= 0.7x
 memory. A fourth child (`precision`) measures how far bf16 moves the summed log-probs and DPO log-ratios from fp32.
 
@@ -182,40 +183,6 @@ def cpu_model(path: str | None, dtype, image_tokens: int | None = None):
 
 # ------------------------------------------------------------------------------------------------ one arm
 
-def narrow_frozen_lm_linears(model) -> int:
-    """The ours_narrow arm: every nn.Linear of the language model but the LM head to bf16 storage (LoRA wraps them
-    later and freezes them). Returns the number of weights narrowed."""
-    import types
-
-    import torch
-    import torch.nn.functional as F
-
-    class WidenedLinear(torch.autograd.Function):
-        """y = x W^T + b with W kept in bf16 and widened to x's dtype for the product only; the backward widens W
-        again instead of saving the wide copy, so an fp32 copy lives for one matmul (W is frozen: no grad)."""
-
-        @staticmethod
-        def forward(ctx, x, weight, bias):
-            ctx.save_for_backward(weight)
-            return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-
-        @staticmethod
-        def backward(ctx, grad):
-            (weight,) = ctx.saved_tensors
-            return grad @ weight.to(grad.dtype), None, None
-
-    def forward(self, x):
-        return WidenedLinear.apply(x, self.weight, self.bias)
-
-    n = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and "language_model" in name and "lm_head" not in name:
-            module.weight.data = module.weight.data.to(torch.bfloat16)
-            module.forward = types.MethodType(forward, module)
-            n += module.weight.numel()
-    return n
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -234,8 +201,8 @@ def run_arm(arm: str, args) -> dict:
     from mmalign_utils.precision import cpu_uses_bf16
 
     # "ours" computes as the recipe's precision "auto" does: bf16 on a GPU or on a CPU with bf16 instructions
-    if arm == "ours_narrow" and (args.gpu or cpu_uses_bf16()):
-        raise SystemExit("ours_narrow is for CPUs without bf16 instructions (elsewhere ours stores bf16 weights)")
+    if arm == "ours_fp32_saved" and (args.gpu or cpu_uses_bf16()):
+        raise SystemExit("ours_fp32_saved is for CPUs without bf16 instructions (elsewhere ours computes in bf16)")
     bf16 = arm == "trl_bf16" or (arm == "ours" and (args.gpu or cpu_uses_bf16()))
     weights = torch.bfloat16 if (bf16 and (arm == "ours" or args.gpu)) else torch.float32
     if args.gpu:
@@ -246,8 +213,6 @@ def run_arm(arm: str, args) -> dict:
         source = f"random LLaVA-1.5-{args.size}-shaped model"
     else:
         model, processor, source = cpu_model(args.model, weights, args.image_tokens)
-        if arm == "ours_narrow":
-            narrow_frozen_lm_linears(model)
         n_pairs = args.batch * (args.steps + args.warmup)
         data = colour_pairs(n_pairs, args.answer_words, image_size=64)
 
@@ -299,7 +264,9 @@ def run_arm(arm: str, args) -> dict:
     from mmalign_utils.train.peft_setup import training_speedups
 
     # ours trains as train_and_save does around every recipe; the TRL arms as plain TRL does
-    with training_speedups(trainer) if arm.startswith("ours") else contextlib.nullcontext():
+    saved_activations = "fp32" if arm == "ours_fp32_saved" else "auto"
+    with training_speedups(trainer, saved_activations) if arm.startswith("ours") else contextlib.nullcontext() \
+            as storage:
         trainer.train()
     measured = step_times[args.warmup:]
     seconds = sum(measured) / len(measured)
@@ -309,7 +276,9 @@ def run_arm(arm: str, args) -> dict:
     result = {"arm": arm, "model": source, "seconds_per_step": seconds, "step_times": measured,
               "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline_rss, "reference_seconds": reference_seconds,
               "pairs_per_step": args.batch, "tokens_per_step": tokens, "threads": torch.get_num_threads(),
-              "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+              "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+              # fp32 bytes of saved activations stored in bf16 instead, per step (None: storage as computed)
+              "bf16_stored_mb_per_step": storage.fp32_bytes / 2 ** 20 / (args.steps + args.warmup) if storage else None}
     if device.startswith("cuda"):
         result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
         result["gpu"] = torch.cuda.get_device_name()
@@ -408,18 +377,21 @@ def main() -> None:
         memory = f"peak GPU {r['peak_gpu_gib']:.2f} GiB" if "peak_gpu_gib" in r else \
             f"peak RSS {r['peak_rss_mb']:.0f} MB (after imports {r['baseline_rss_mb']:.0f} MB)"
         extra = f", {r['tokens_per_second']:.0f} tokens/s, MFU {r['mfu']:.1%}" if "mfu" in r else ""
-        print(f"{arm:11s}: {r['seconds_per_step']:.2f} s/step ({r['pairs_per_step']} pairs, {r['tokens_per_step']} "
+        print(f"{arm:15s}: {r['seconds_per_step']:.2f} s/step ({r['pairs_per_step']} pairs, {r['tokens_per_step']} "
               f"tokens), {memory}{extra}; losses {[round(x, 4) for x in r['losses']]}", flush=True)
 
     if args.repeats > 1:
         print("s/step of every run: " + "; ".join(f"{arm} {[round(t, 2) for t in results.get(arm + '_runs', [])]}"
                                                 for arm in arms if arm != "precision"))
-    for name in ("ours", "ours_narrow"):
+    for name in ("ours", "ours_fp32_saved"):
         if name not in results:
             continue
         ours = results[name]
-        print(f"model: {ours['model']}; torch threads {ours['threads']}; one-time reference pass "
-              f"{ours['reference_seconds']:.1f} s for {ours['pairs_per_step'] * (args.steps + args.warmup)} pairs")
+        stored = ours.get("bf16_stored_mb_per_step")
+        print(f"{name}: model {ours['model']}; torch threads {ours['threads']}; one-time reference pass "
+              f"{ours['reference_seconds']:.1f} s for {ours['pairs_per_step'] * (args.steps + args.warmup)} pairs; "
+              + (f"saved activations stored in bf16: {stored:.0f} MB of fp32 per step" if stored else
+                 "saved activations as computed"))
         key = "peak_gpu_gib" if "peak_gpu_gib" in ours else "peak_rss_mb"
         for base in ("trl_fp32", "trl_bf16"):
             if base in results:

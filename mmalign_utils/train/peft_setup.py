@@ -23,6 +23,7 @@ from peft import LoraConfig
 
 from mmalign_utils.precision import cpu_uses_bf16
 from mmalign_utils.train.recipes import SMOKE_ROWS, SMOKE_STEPS, Recipe
+from mmalign_utils.train.saved_activations import bf16_saved_activations
 
 LANGUAGE_MODEL_KEY = "language_model"
 PROJECTOR_KEY = "multi_modal_projector"
@@ -318,17 +319,40 @@ def training_attention(model):
         model.set_attn_implementation(attn)
 
 
+def keeps_bf16_activations(trainer, setting: str = "auto") -> bool:
+    """Whether `training_speedups` keeps saved activations in bf16 (recipes' hardware.saved_activations).
+    Only with fp32 compute (under bf16/fp16 autocast they are narrow already) and only for a trainer whose
+    log-prob kernel is exact under it (`supports_bf16_saved_activations`: AlignDPOTrainer, whose pair forward
+    recomputes the normaliser from the stored hidden state; TRL's fused LM head, used by the SFT-style recipes,
+    would pair a bf16-rounded hidden state with the forward's fp32 normaliser). "auto": on a CPU (fp32 compute
+    there means no bf16 instructions); "bf16": also on a GPU; "fp32": never."""
+    if setting not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"saved_activations must be 'auto', 'bf16' or 'fp32', got {setting!r}")
+    if setting == "fp32" or trainer.args.bf16 or trainer.args.fp16:
+        return False
+    if not getattr(trainer, "supports_bf16_saved_activations", False):
+        if setting == "bf16":
+            raise ValueError(f"saved_activations 'bf16' is for DPO recipes only: {type(trainer).__name__} computes "
+                             "log-probs with TRL's fused LM head, which is not exact with bf16-stored hidden "
+                             "states; use 'auto' or 'fp32'")
+        return False
+    return setting == "bf16" or trainer.args.use_cpu or not has_cuda()
+
+
 @contextlib.contextmanager
-def training_speedups(trainer):
-    """While training only: no LoRA input casting under autocast, and `training_attention`. Both are undone
-    afterwards, so the model that is evaluated and saved runs exactly as it loads."""
+def training_speedups(trainer, saved_activations: str = "auto"):
+    """While training only: no LoRA input casting under autocast, `training_attention`, and (fp32 compute, see
+    `keeps_bf16_activations`) activations saved for the backward kept in bf16. All are undone afterwards,
+    so the model that is evaluated and saved runs exactly as it loads."""
     model = trainer.model
     autocast = (trainer.args.bf16 or trainer.args.fp16) and not is_sharded(trainer)
+    narrow = keeps_bf16_activations(trainer, saved_activations)
     try:
         if autocast:
             set_lora_input_casting(model, False)
-        with training_attention(model):
-            yield
+        with training_attention(model), \
+                (bf16_saved_activations(model) if narrow else contextlib.nullcontext()) as stats:
+            yield stats
     finally:
         set_lora_input_casting(model, True)
 
@@ -453,7 +477,7 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
 def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> RunResult:
     """Train (resuming from the recipe's checkpoint if any), collect the run's metrics and, with `save`, write the
     adapter and the merged model: the common tail of every recipe."""
-    with training_speedups(trainer):
+    with training_speedups(trainer, recipe.hardware.saved_activations):
         train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(recipe))
     result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
                        log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
@@ -465,7 +489,7 @@ def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> Run
 
 __all__ = [
     "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
-    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
+    "keeps_bf16_activations", "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
     "language_model_linear_names", "load_model_for_training", "load_train_dataset", "lora_target_regex",
     "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype", "resolve_precision",
     "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs", "set_lora_input_casting",

@@ -26,6 +26,7 @@ ProjectorMode = Literal["modules_to_save", "outside", "frozen"]
 ReferenceMode = Literal["cached", "lora", "dataset"]
 Precision = Literal["auto", "bf16", "fp32", "fp16"]
 WeightsDtype = Literal["auto", "bf16", "fp32", "fp16"]
+SavedActivations = Literal["auto", "bf16", "fp32"]
 
 # The DPO losses TRL 1.16 implements (DPOConfig.loss_type); any of them, or a list, is one key away.
 TRL_DPO_LOSSES: tuple[str, ...] = (
@@ -81,10 +82,14 @@ class HardwareSpec:
     CPU bf16 autocast where it has bf16 instructions (faster and numerically sound there, docs/alignment.md) and
     fp32 where it has not (bf16 is emulated there, 2.4-24x slower: mmalign_utils/precision.py); "fp32" turns
     autocast off. weights_dtype: the dtype the frozen base weights are loaded in ("auto": bf16 whenever precision
-    is bf16, else fp32); the LoRA and projector weights always train in fp32."""
+    is bf16, else fp32); the LoRA and projector weights always train in fp32. saved_activations: the dtype of the
+    activations kept for the backward when the compute is fp32, DPO only ("auto": bf16 on a CPU, where fp32
+    compute means no bf16 instructions and memory is scarce, as computed on a GPU; "fp32" keeps them as computed;
+    train/saved_activations.py, peft_setup.keeps_bf16_activations)."""
 
     precision: Precision = "auto"
     weights_dtype: WeightsDtype = "auto"
+    saved_activations: SavedActivations = "auto"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
 
@@ -242,6 +247,9 @@ def validate(recipe: Recipe) -> None:
     if recipe.hardware.weights_dtype not in get_args(WeightsDtype):
         raise RecipeError(f"hardware.weights_dtype: {recipe.hardware.weights_dtype!r} is not one of "
                           f"{list(get_args(WeightsDtype))}")
+    if recipe.hardware.saved_activations not in get_args(SavedActivations):
+        raise RecipeError(f"hardware.saved_activations: {recipe.hardware.saved_activations!r} is not one of "
+                          f"{list(get_args(SavedActivations))}")
     if recipe.optim.per_device_batch_size <= 0 or recipe.optim.gradient_accumulation_steps <= 0:
         raise RecipeError("optim.per_device_batch_size and optim.gradient_accumulation_steps must be positive")
     if recipe.optim.max_length is not None and recipe.optim.max_length <= 0:
