@@ -11,6 +11,7 @@ model (ChatML) and LLaVA-1.5 (vicuna_v1).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,6 +231,125 @@ def sample_k(
 # closed-form answers by scoring the options
 
 
+def _images_key(conversation: Conversation) -> tuple:
+    """Equal for conversations whose images have the same pixels (POPE asks about 18 objects per image); an
+    image that is not a PIL image only matches itself."""
+    return tuple((img.size, img.mode, hashlib.sha1(img.tobytes()).hexdigest()) if hasattr(img, "tobytes")
+                 and hasattr(img, "mode") else ("object", id(img)) for img in conversation.images)
+
+
+def _unpadded_ids(enc: dict) -> list[torch.Tensor]:
+    return [ids[mask.bool()] for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+
+
+def _common_prefix_length(rows: Sequence[torch.Tensor]) -> int:
+    """Tokens shared at the start of every row, leaving each row at least one token of its own."""
+    shortest = min(len(r) for r in rows)
+    first = rows[0][:shortest]
+    agree = torch.ones(shortest, dtype=torch.bool, device=first.device)
+    for r in rows[1:]:
+        agree &= r[:shortest] == first
+    differ = (~agree).nonzero()
+    return min(int(differ[0]) if len(differ) else shortest, shortest - 1)
+
+
+def _left_padded(rows: Sequence[torch.Tensor], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
+    return ids, mask
+
+
+def _plan_shared_prefixes(model, processor, conversations: Sequence[Conversation], groups: list[list[int]],
+                          batch_size: int, device) -> tuple[dict[int, torch.Tensor], list[tuple[list[int], int]],
+                                                            list[int]]:
+    """Token ids of every conversation, the groups that can share a prefix with its length, and the
+    conversations that cannot (their common prefix would stop inside the image tokens)."""
+    image_token = getattr(getattr(model, "config", None), "image_token_id", None)
+    ids: dict[int, torch.Tensor] = {}
+    members = [i for g in groups for i in g]
+    for s in range(0, len(members), batch_size):
+        chunk = members[s:s + batch_size]
+        ids.update(zip(chunk, _unpadded_ids(encode_batch(processor, [conversations[i] for i in chunk], device))))
+    usable, unserved = [], []
+    for g in groups:
+        prefix = _common_prefix_length([ids[i] for i in g])
+        image_at = (ids[g[0]] == image_token).nonzero() if image_token is not None else ids[g[0]][:0]
+        if len(image_at) and prefix <= int(image_at[-1]):
+            unserved.extend(g)
+        else:
+            usable.append((g, prefix))
+    return ids, usable, unserved
+
+
+def _answer_logits_shared(model, processor, conversations: Sequence[Conversation], ids: dict[int, torch.Tensor],
+                          usable: list[tuple[list[int], int]], batch_size: int, device):
+    """(indices, next-token logits) for groups of conversations with the same images (`_plan_shared_prefixes`).
+
+    Each group's common prompt prefix (system prompt, image, the question's first words) runs once, in a
+    left-padded batch of up to `batch_size` groups; its key/value cache rows are then gathered for the members
+    (one row per member) and only each member's own tokens run, left-padded after its prefix, `batch_size`
+    members at a time across groups."""
+    import copy
+
+    from transformers import DynamicCache
+
+    pad = _tokenizer_of(processor).pad_token_id
+    prefix_of = {b: prefix for b, (_, prefix) in enumerate(usable)}
+    usable = [g for g, _ in usable]
+    for start in range(0, len(usable), batch_size):
+        block = range(start, min(start + batch_size, len(usable)))
+        first = [usable[b][0] for b in block]
+        enc = encode_batch(processor, [conversations[i] for i in first], device)  # pixel values of the images
+        extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        prefix_ids, prefix_mask = _left_padded([ids[usable[b][0]][:prefix_of[b]] for b in block], pad, device)
+        out = model(input_ids=prefix_ids, attention_mask=prefix_mask,
+                    position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0), cache=DynamicCache(), use_cache=True,
+                    logits_to_keep=1, **extra)
+        prefix_cache = out.cache
+        rows = sorted(((j, i) for j, b in enumerate(block) for i in usable[b]),
+                      key=lambda row: len(ids[row[1]]) - prefix_of[block[row[0]]])  # little padding
+        size = -(-len(rows) // -(-len(rows) // batch_size))  # equal chunks: 18 rows as 9 + 9, not 16 + 2
+        for s in range(0, len(rows), size):
+            chunk = rows[s:s + size]
+            which = torch.tensor([j for j, _ in chunk], device=device)
+            suffix_ids, suffix_mask = _left_padded([ids[i][prefix_of[block[j]]:] for j, i in chunk], pad, device)
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_select_indices(which)  # each member's row: a copy of its group's prefix
+            mask = torch.cat([prefix_mask[which], suffix_mask], dim=1)
+            lengths = torch.tensor([prefix_of[block[j]] for j, _ in chunk], device=device)
+            positions = lengths[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                        use_cache=True, logits_to_keep=1)
+            yield [i for _, i in chunk], out.logits[:, -1]
+
+
+@torch.inference_mode()
+def answer_logits(model, processor, conversations: Sequence[Conversation], batch_size: int = 16,
+                  share_prefix: bool = True):
+    """Yield (indices, logits of the first answer token) for every conversation, in batches. With
+    `share_prefix`, conversations with the same images share one pass over their common prompt prefix
+    (`_answer_logits_shared`); the rest run whole, left-padded, as `generate` prefills them."""
+    device = next(model.parameters()).device
+    alone = list(range(len(conversations)))
+    if share_prefix:
+        groups: dict[tuple, list[int]] = {}
+        for i, conversation in enumerate(conversations):
+            groups.setdefault(_images_key(conversation), []).append(i)
+        shared = [g for g in groups.values() if len(g) > 1]
+        ids, usable, alone = _plan_shared_prefixes(model, processor, conversations, shared, batch_size, device)
+        alone += [g[0] for g in groups.values() if len(g) == 1]
+        yield from _answer_logits_shared(model, processor, conversations, ids, usable, batch_size, device)
+    subset = [conversations[i] for i in alone]
+    for batch in length_sorted_batches(processor, subset, batch_size):
+        enc = encode_batch(processor, [subset[j] for j in batch], device)
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1]
+        yield [alone[j] for j in batch], logits
+
+
 @torch.inference_mode()
 def score_options(
     model,
@@ -238,8 +358,11 @@ def score_options(
     options: Sequence[str],
     batch_size: int = 16,
     progress: bool | str = False,
+    share_prefix: bool = True,
 ) -> list[int]:
-    """Index of the most likely option for each conversation, from one forward pass over the prompt.
+    """Index of the most likely option for each conversation, from one forward pass over the prompt (with
+    `share_prefix`, one pass over the prompt prefix that conversations about the same image share, then one over
+    each conversation's own tokens: `answer_logits`).
 
     Options are compared by the log-probability of their first token at the answer position (e.g. "Yes"/"No",
     or "A".."D"), which is what greedy decoding would pick between them when the answer starts with one of them.
@@ -261,11 +384,8 @@ def score_options(
     by_id = sorted(range(len(options)), key=lambda j: first_ids[j])
     idx = torch.tensor([first_ids[j] for j in by_id], device=device)
     bar = progress_bar(total=len(conversations), desc=progress if isinstance(progress, str) else "scoring options",
-               disable=not progress)
-    for batch in length_sorted_batches(processor, conversations, batch_size):
-        enc = encode_batch(processor, [conversations[i] for i in batch], device)
-        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = model(**enc, position_ids=positions, use_cache=False, logits_to_keep=1).logits[:, -1]
+                       disable=not progress)
+    for batch, logits in answer_logits(model, processor, conversations, batch_size, share_prefix):
         best = logits[:, idx].argmax(-1).tolist()
         for j, i in enumerate(batch):
             picks[i] = by_id[best[j]]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from mmalign_utils.generate import (Conversation, GenerationSettings, _stop_ids, encode_batch, generate, sample_k,
-                                    score_options)
+from mmalign_utils.generate import (Conversation, GenerationSettings, _stop_ids, answer_logits, encode_batch,
+                                    generate, sample_k, score_options)
 
 QUESTIONS = ["What is the capital of France?", "Name a colour of the sky.", "Is fire hot? Answer yes or no.",
              "Write one word that rhymes with cat."]
@@ -132,3 +132,39 @@ def test_score_options_ties_go_to_the_lowest_token_id_whatever_the_order(smollm2
     for options in (["Yes", "No"], ["No", "Yes"]):
         pick = score_options(Tied(model), tok, conv, options)[0]
         assert options[pick] == lowest
+
+
+def test_a_shared_prompt_prefix_gives_the_logits_of_whole_prompts(untrained_llava):
+    """Conversations about the same image run their common prefix (system prompt, image, shared words) once; the
+    answer-position logits must equal those of each whole prompt, for groups split over several batches, a
+    conversation alone with its image, and suffixes of different lengths."""
+    from PIL import Image
+
+    model, processor = untrained_llava
+    red, blue, green = (Image.new("RGB", (96, 96), c) for c in ("red", "blue", "green"))
+    convs = [Conversation.user(q, red) for q in ("Is there a circle?", "Is there a red star in the corner?",
+                                                 "Is there a square?")]
+    convs += [Conversation.user(q, blue.copy()) for q in ("Is there a circle?", "How many shapes are there?")]
+    convs += [Conversation.user("Is there a circle?", green)]
+    tokens = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: tokens.append(kw["input_ids"].numel()), with_kwargs=True)
+    try:
+        shared = {i: row for idx, logits in answer_logits(model, processor, convs, batch_size=2)
+                  for i, row in zip(idx, logits)}
+        shared_tokens, tokens[:] = sum(tokens), []
+        whole = {i: row for idx, logits in answer_logits(model, processor, convs, batch_size=2, share_prefix=False)
+                 for i, row in zip(idx, logits)}
+    finally:
+        hook.remove()
+    assert sorted(shared) == sorted(whole) == list(range(len(convs)))
+    for i in range(len(convs)):
+        assert torch.allclose(shared[i], whole[i], atol=1e-4), i
+    assert shared_tokens < 0.7 * sum(tokens)  # the prefix really ran once per image
+
+
+def test_option_scoring_with_and_without_a_shared_prefix_agree(smollm2):
+    model, tok = smollm2
+    convs = [Conversation.user(q + " Answer Yes or No.") for q in
+             ("Is fire hot?", "Is ice hot?", "Is the sea salty?", "Can fish fly to the moon?", "Is snow white?")]
+    assert score_options(model, tok, convs, ["Yes", "No"], batch_size=2) == \
+        score_options(model, tok, convs, ["Yes", "No"], batch_size=2, share_prefix=False)

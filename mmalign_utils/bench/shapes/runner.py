@@ -74,7 +74,7 @@ def in_first_token_order(processor, options: list[str], owner: list[str]) -> tup
 
 
 def _answer_closed_by_scoring(model, processor, requests: list[AnswerRequest], images: _Images, batch_size: int,
-                              progress: bool) -> dict[Any, str]:
+                              progress: bool, share_prefix: bool = True) -> dict[Any, str]:
     answers: dict[Any, str] = {}
     groups: dict[tuple, list[AnswerRequest]] = defaultdict(list)
     for r in requests:
@@ -85,10 +85,12 @@ def _answer_closed_by_scoring(model, processor, requests: list[AnswerRequest], i
         options, owner = in_first_token_order(processor, spelled, meant)
         convs = [_conversation(r, images) for r in group]
         try:
-            picks = score_options(model, processor, convs, options, batch_size=batch_size, progress=progress)
+            picks = score_options(model, processor, convs, options, batch_size=batch_size, progress=progress,
+                                  share_prefix=share_prefix)
         except ValueError:  # an alias shares its first token with a choice: compare the choices alone
             options, owner = in_first_token_order(processor, list(choices), list(choices))
-            picks = score_options(model, processor, convs, options, batch_size=batch_size, progress=progress)
+            picks = score_options(model, processor, convs, options, batch_size=batch_size, progress=progress,
+                                  share_prefix=share_prefix)
         for r, pick in zip(group, picks):
             answers[r.id] = owner[pick]
     return answers
@@ -125,8 +127,9 @@ def _answer_by_generation(model, processor, requests: list[AnswerRequest], image
 def answer_requests(model, processor, requests: Sequence[AnswerRequest], answer_mode: str = "score_options",
                     batch_size: int = 16, closed_max_new_tokens: int = CLOSED_MAX_NEW_TOKENS,
                     open_max_new_tokens: int = OPEN_MAX_NEW_TOKENS, image_size: int = IMAGE_SIZE, seed: int = 0,
-                    progress: bool = False) -> dict[Any, Any]:
-    """{request id: answer text} (a list of turn texts for requests with follow-ups)."""
+                    progress: bool = False, share_prefix: bool = True) -> dict[Any, Any]:
+    """{request id: answer text} (a list of turn texts for requests with follow-ups). `share_prefix`: option
+    scoring runs the prompt prefix shared by questions about one image once (generate.answer_logits)."""
     if answer_mode not in ANSWER_MODES:
         raise ValueError(f"answer_mode must be one of {ANSWER_MODES}, got {answer_mode!r}")
     images = _Images(image_size)
@@ -134,7 +137,8 @@ def answer_requests(model, processor, requests: Sequence[AnswerRequest], answer_
     open_ = [r for r in requests if not (r.choices and not r.followups)]
     answers: dict[Any, Any] = {}
     if closed and answer_mode == "score_options":
-        answers.update(_answer_closed_by_scoring(model, processor, closed, images, batch_size, progress))
+        answers.update(_answer_closed_by_scoring(model, processor, closed, images, batch_size, progress,
+                                                 share_prefix))
     elif closed:
         answers.update(_answer_by_generation(model, processor, closed, images, batch_size, closed_max_new_tokens,
                                              seed, progress))
