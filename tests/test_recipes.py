@@ -182,6 +182,27 @@ def test_two_steps_change_lora_and_projector_and_nothing_frozen(tmp_path, method
     assert changed_projector == 4  # two linear layers, weight and bias
 
 
+@pytest.mark.parametrize("method", ["dpo", "sft"])
+def test_training_speedups_store_dpo_activations_in_bf16_under_fp32_compute(tmp_path, monkeypatch, method):
+    """What train_and_save wraps every recipe in: on a CPU with fp32 compute, DPO keeps the activations saved for
+    the backward in bf16 and still trains; the SFT-style recipes (TRL's fused LM head) keep them as computed."""
+    from mmalign_utils.train import saved_activations
+    from mmalign_utils.train.peft_setup import training_speedups
+
+    monkeypatch.setattr(saved_activations, "MIN_NUMEL", 1)  # the tiny model's activations are all small
+    recipe = tiny_recipe(method, tmp_path)
+    model, processor = build_tiny_llava()
+    trainer = build_trainer(method, recipe, model, processor, tiny_data(method))
+    with training_speedups(trainer, recipe.hardware.saved_activations) as storage:
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert all(p.abs().sum() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    if method == "dpo":
+        assert storage is not None and storage.converted > 0 and storage.fp32_bytes > 0
+    else:
+        assert storage is None
+
+
 def test_projector_gets_its_own_learning_rate(tmp_path):
     recipe = tiny_recipe("sft", tmp_path)
     model, processor = build_tiny_llava()

@@ -41,11 +41,16 @@ class _Narrowed:
         self.tensor = tensor
 
 
+MIN_NUMEL = 1 << 15  # smaller saved tensors stay fp32: a hook call costs more than their memory is worth
+
+
 @contextlib.contextmanager
-def bf16_saved_activations(model: torch.nn.Module, min_numel: int = 1 << 15
+def bf16_saved_activations(model: torch.nn.Module, min_numel: int | None = None
                            ) -> Iterator[SavedActivationStats]:
-    """While the block runs, fp32 tensors saved for backward (not parameters, at least `min_numel` elements) are
-    kept in bf16 and widened back to fp32 when the backward reads them. Yields running statistics."""
+    """While the block runs, fp32 tensors saved for backward (not parameters, at least `min_numel` elements,
+    default MIN_NUMEL) are kept in bf16 and widened back to fp32 when the backward reads them. Yields running
+    statistics."""
+    min_numel = MIN_NUMEL if min_numel is None else min_numel
     parameter_memory = {p.untyped_storage().data_ptr() for p in model.parameters()}
     stats = SavedActivationStats()
     # id(original) -> (weak reference to it, its version, its bf16 copy): the weak reference proves that the id
