@@ -276,12 +276,17 @@ def _plan_shared_prefixes(model, processor, conversations: Sequence[Conversation
     usable, unserved = [], []
     for g in groups:
         prefix = _common_prefix_length([ids[i] for i in g])
-        image_at = (ids[g[0]] == image_token).nonzero() if image_token is not None else ids[g[0]][:0]
-        if len(image_at) and prefix <= int(image_at[-1]):
-            unserved.extend(g)
-        else:
+        if _prefix_can_be_shared(ids[g[0]], prefix, image_token):
             usable.append((g, prefix))
+        else:
+            unserved.extend(g)
     return ids, usable, unserved
+
+
+def _prefix_can_be_shared(ids: torch.Tensor, prefix: int, image_token: int | None) -> bool:
+    """A shared prefix must be non-empty and hold every image token (the images are encoded with it)."""
+    image_at = (ids == image_token).nonzero() if image_token is not None else ids[:0]
+    return prefix > 0 and not (len(image_at) and prefix <= int(image_at[-1]))
 
 
 def _answer_logits_shared(model, processor, conversations: Sequence[Conversation], ids: dict[int, torch.Tensor],

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from mmalign_utils.generate import (Conversation, GenerationSettings, _stop_ids, answer_logits, encode_batch,
-                                    generate, sample_k, score_options)
+from mmalign_utils.generate import (Conversation, GenerationSettings, _common_prefix_length, _prefix_can_be_shared,
+                                    _stop_ids, answer_logits, encode_batch, generate, sample_k, score_options)
 
 QUESTIONS = ["What is the capital of France?", "Name a colour of the sky.", "Is fire hot? Answer yes or no.",
              "Write one word that rhymes with cat."]
@@ -168,3 +168,15 @@ def test_option_scoring_with_and_without_a_shared_prefix_agree(smollm2):
              ("Is fire hot?", "Is ice hot?", "Is the sea salty?", "Can fish fly to the moon?", "Is snow white?")]
     assert score_options(model, tok, convs, ["Yes", "No"], batch_size=2) == \
         score_options(model, tok, convs, ["Yes", "No"], batch_size=2, share_prefix=False)
+
+
+def test_common_prefix_leaves_each_row_a_token_and_must_hold_the_images():
+    t = torch.tensor
+    assert _common_prefix_length([t([1, 2, 3, 4]), t([1, 2, 5]), t([1, 2, 3, 9, 9])]) == 2
+    assert _common_prefix_length([t([1, 2, 3]), t([1, 2, 3])]) == 2  # the same prompt twice: one token each
+    assert _common_prefix_length([t([7, 2]), t([1, 2])]) == 0
+    image = 99
+    assert _prefix_can_be_shared(t([1, 99, 99, 5, 6]), 3, image)  # prefix 1, 99, 99 holds both image tokens
+    assert not _prefix_can_be_shared(t([1, 99, 99, 5, 6]), 2, image)  # would cut the image
+    assert not _prefix_can_be_shared(t([1, 2, 3]), 0, None)  # nothing shared: run whole
+    assert _prefix_can_be_shared(t([1, 2, 3]), 1, None)
