@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from mmalign_utils.progress import progress_bar
+from mmalign_utils.vllm_backend import VLLMEngine
 
 
 @dataclass
@@ -117,6 +118,10 @@ def generate(
     settings = settings or GenerationSettings()
     if settings.num_samples > 1 and settings.greedy:
         raise ValueError("num_samples > 1 needs temperature > 0 (greedy decoding would repeat one answer)")
+    if isinstance(model, VLLMEngine):  # GPUs: vLLM serves the same prompts (vllm_backend.py)
+        answers = model.generate([render_prompt(processor, c) for c in conversations],
+                                 [c.images for c in conversations], settings, progress=bool(progress))
+        return answers if settings.num_samples > 1 else [a[0] for a in answers]
     # seed None: the global RNG, so that successive calls draw different samples
     generator = torch.Generator(device="cpu").manual_seed(settings.seed) if settings.seed is not None else None
     k = 1 if settings.greedy else settings.num_samples
@@ -221,6 +226,11 @@ def sample_k(
 ) -> list[list[str]]:
     """k sampled answers per conversation, encoding each prompt (and its image) once (`decode`).
     Defaults follow the paper's sampling (T 1.2, top-p unset); `batch_size` counts prompts, not answers."""
+    if isinstance(model, VLLMEngine):
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                      num_samples=k, seed=seed)
+        return model.generate([render_prompt(processor, c) for c in conversations],
+                              [c.images for c in conversations], settings, progress=bool(progress))
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return _answer_in_batches(model, processor, conversations, k, max_new_tokens, batch_size,
                               lambda logits: _sample_next(logits, temperature, top_p, generator),
@@ -229,6 +239,12 @@ def sample_k(
 
 # ------------------------------------------------------------------------------------------------------------
 # closed-form answers by scoring the options
+
+
+def _refuse_vllm(model) -> None:
+    if isinstance(model, VLLMEngine):
+        raise ValueError("option scoring reads the model's own next-token logits; with a vLLM engine answer closed "
+                         "questions by free generation (answer_mode='generate'), as the original scripts did")
 
 
 def _images_key(conversation: Conversation) -> tuple:
@@ -337,6 +353,7 @@ def answer_logits(model, processor, conversations: Sequence[Conversation], batch
     """Yield (indices, logits of the first answer token) for every conversation, in batches. With
     `share_prefix`, conversations with the same images share one pass over their common prompt prefix
     (`_answer_logits_shared`); the rest run whole, left-padded, as `generate` prefills them."""
+    _refuse_vllm(model)
     device = next(model.parameters()).device
     alone = list(range(len(conversations)))
     if share_prefix:
@@ -373,6 +390,7 @@ def score_options(
     or "A".."D"), which is what greedy decoding would pick between them when the answer starts with one of them.
     Options must start with different tokens; a clear error says so otherwise.
     """
+    _refuse_vllm(model)
     tok = _tokenizer_of(processor)
     first_ids = []
     for opt in options:
