@@ -16,8 +16,8 @@ class FakeLLM:
 
     def generate(self, requests, params, use_tqdm=True):
         self.calls.append((requests, params))
-        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f" answer {i}.{j} ") for j in range(params.n)])
-                for i in range(len(requests))]
+        answer = lambda i, j: types.SimpleNamespace(text=f" answer {i}.{j} ")  # noqa: E731
+        return [types.SimpleNamespace(outputs=[answer(i, j) for j in range(params.n)]) for i in range(len(requests))]
 
 
 @pytest.fixture
