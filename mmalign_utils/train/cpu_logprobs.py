@@ -2,13 +2,16 @@
 
 TRL's `ChunkedLogProbFunction` (what pair_batches uses on GPUs) folds vocabulary tiles into running statistics
 with a Triton kernel; on a CPU it runs the same fold as a dozen torch ops per tile, and its backward recomputes
-each tile's logits. Here each group of `rows` answer tokens gets its full (rows, vocabulary) logits at once
-(49152 x 4 bytes a token for SmolLM2: 100 MB for 512 tokens, freed before the next group), the statistics come
-from a few fused passes, and the backward keeps no logits either: it recomputes them, as TRL does, and their
-normaliser with them, so that the gradient is that of the saved hidden state even when bf16 storage rounded it
-(train/saved_activations.py; TRL's backward pairs the recomputed logits with the forward's normaliser, which
-only matches an exact copy). Same outputs, same gradients (tests/test_cpu_logprobs.py compares the two); 0.76x
-TRL's time at the toy DPO step's size on a 2-core fp32 CPU (benchmarks/cpu_logprobs_speed.py).
+each tile's logits. Here each group of `ROWS` answer tokens gets its full (rows, vocabulary) logits at once
+(49152 x 4 bytes a token for SmolLM2: 100 MB for 512 tokens, freed before the next group) and the statistics
+come from a few fused passes. The forward keeps the probabilities in bf16 (2 bytes a vocabulary entry: 34 MB for
+the toy DPO step's 344 answer tokens), so the backward of the log-probs is one matmul, d hidden = (onehot - p)
+g W, with no second pass over the logits; it reads no stored hidden state, so bf16 storage of the saved
+activations (saved_activations.py) changes it only by the rounding of p. (TRL's backward would pair logits
+recomputed from a bf16-rounded hidden state with the forward's fp32 normaliser, which only matches an exact copy:
+why the SFT-style recipes keep fp32 storage.) An entropy gradient (not used by DPO, whose entropy is logged only)
+recomputes the logits and their normaliser from the stored hidden state instead. Same outputs as TRL's kernel,
+gradients within bf16 rounding (tests/test_cpu_logprobs.py); speed in benchmarks/cpu_logprobs_speed.py.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class CPULogProbs(torch.autograd.Function):
         log_sum_sq = torch.empty(n) if "log_sum_sq_probs" in outputs else None
         mean_logits = torch.empty(n) if "mean_logits" in outputs else None
         is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
+        probs = torch.empty((n, weight.shape[0]), dtype=torch.bfloat16)  # what the backward of log-probs reads
         for start in range(0, n, ROWS):
             rows = slice(start, min(start + ROWS, n))
             z = _logits(hidden[rows], weight, bias, ctx.compute_dtype)
@@ -66,13 +70,14 @@ class CPULogProbs(torch.autograd.Function):
                 entropy[rows] = log_total - _row_dot(e, shifted) / total
             if log_sum_sq is not None:  # log sum p^2 = log sum e^2 - 2 log sum e
                 log_sum_sq[rows] = _row_dot(e, e).log() - 2 * log_total
-        ctx.save_for_backward(hidden, weight, bias, targets)
+            probs[rows] = e.div_(total.unsqueeze(1))
+        ctx.save_for_backward(hidden, weight, bias, targets, probs)
         ctx.mark_non_differentiable(*(x for x in (log_sum_sq, mean_logits, is_top1) if x is not None))
         return logprobs, entropy, log_sum_sq, mean_logits, is_top1
 
     @staticmethod
     def backward(ctx, grad_logprobs, grad_entropy, *_):
-        hidden, weight, bias, targets = ctx.saved_tensors
+        hidden, weight, bias, targets, probs = ctx.saved_tensors
         needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_hidden = torch.zeros(hidden.shape) if needs_hidden else None
         grad_weight = torch.zeros(weight.shape) if needs_weight else None
@@ -80,17 +85,17 @@ class CPULogProbs(torch.autograd.Function):
         n = hidden.shape[0]
         for start in range(0, n, ROWS):
             rows = slice(start, min(start + ROWS, n))
-            z = _logits(hidden[rows], weight, bias, ctx.compute_dtype)
-            log_p = z.sub_(z.logsumexp(-1, keepdim=True))
-            p = log_p.exp()
             # d log p_t / d z = onehot_t - p;  d H / d z = -p (log p + H)
-            coef = torch.zeros(p.shape[0]) if grad_logprobs is None else grad_logprobs[rows].float()
-            if grad_entropy is not None:
+            coef = torch.zeros(probs[rows].shape[0]) if grad_logprobs is None else grad_logprobs[rows].float()
+            if grad_entropy is not None:  # needs log p: recompute the logits and their normaliser
+                z = _logits(hidden[rows], weight, bias, ctx.compute_dtype)
+                log_p = z.sub_(z.logsumexp(-1, keepdim=True))
+                p = log_p.exp()
                 entropy = -_row_dot(p, log_p)
                 scale = log_p.add_(entropy.unsqueeze(1)).mul_(grad_entropy[rows].float().unsqueeze(1))
                 grad_z = p.mul_(scale.add_(coef.unsqueeze(1))).neg_()
             else:
-                grad_z = p.mul_(coef.unsqueeze(1)).neg_()
+                grad_z = probs[rows].float().mul_(coef.unsqueeze(1)).neg_()
             if grad_logprobs is not None:
                 grad_z.scatter_add_(1, targets[rows].unsqueeze(1), coef.unsqueeze(1))
             if grad_hidden is not None:

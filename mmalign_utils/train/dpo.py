@@ -39,7 +39,7 @@ logger = logging.get_logger(__name__)
 class AlignDPOTrainer(ProjectorLRMixin, DPOTrainer):
     """DPOTrainer with pair batches, a projector learning rate and a cached (or dataset) reference."""
 
-    supports_bf16_saved_activations = True  # the pair forward's CPU log-prob kernel is exact under it (peft_setup)
+    supports_bf16_saved_activations = True  # the pair forward's CPU log-prob kernel stays right under it (peft_setup)
 
     def __init__(self, *args, reference: str = "cached", shared_prefix: bool = True,
                  projector_learning_rate: float | None = None, **kwargs):

@@ -321,22 +321,17 @@ def training_attention(model):
 
 def keeps_bf16_activations(trainer, setting: str = "auto") -> bool:
     """Whether `training_speedups` keeps saved activations in bf16 (recipes' hardware.saved_activations).
-    Only with fp32 compute (under bf16/fp16 autocast they are narrow already) and only for a trainer whose
-    log-prob kernel is exact under it (`supports_bf16_saved_activations`: AlignDPOTrainer, whose pair forward
-    recomputes the normaliser from the stored hidden state; TRL's fused LM head, used by the SFT-style recipes,
-    would pair a bf16-rounded hidden state with the forward's fp32 normaliser). "auto": on a CPU (fp32 compute
-    there means no bf16 instructions); "bf16": also on a GPU; "fp32": never."""
-    if setting not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"saved_activations must be 'auto', 'bf16' or 'fp32', got {setting!r}")
+    "auto": on a CPU with fp32 compute (no bf16 instructions; under autocast they are narrow already), for a
+    trainer whose log-prob kernel stays right under it (`supports_bf16_saved_activations`: AlignDPOTrainer,
+    whose CPU kernel's gradient reads probabilities it kept, not the stored hidden state; TRL's fused LM head,
+    used by the SFT-style recipes and by DPO on GPUs, would pair a bf16-rounded hidden state with the forward's
+    fp32 normaliser). "fp32": never."""
+    if setting not in ("auto", "fp32"):
+        raise ValueError(f"saved_activations must be 'auto' or 'fp32', got {setting!r}")
     if setting == "fp32" or trainer.args.bf16 or trainer.args.fp16:
         return False
-    if not getattr(trainer, "supports_bf16_saved_activations", False):
-        if setting == "bf16":
-            raise ValueError(f"saved_activations 'bf16' is for DPO recipes only: {type(trainer).__name__} computes "
-                             "log-probs with TRL's fused LM head, which is not exact with bf16-stored hidden "
-                             "states; use 'auto' or 'fp32'")
-        return False
-    return setting == "bf16" or trainer.args.use_cpu or not has_cuda()
+    on_cpu = trainer.args.use_cpu or not has_cuda()
+    return on_cpu and bool(getattr(trainer, "supports_bf16_saved_activations", False))
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ ProjectorMode = Literal["modules_to_save", "outside", "frozen"]
 ReferenceMode = Literal["cached", "lora", "dataset"]
 Precision = Literal["auto", "bf16", "fp32", "fp16"]
 WeightsDtype = Literal["auto", "bf16", "fp32", "fp16"]
-SavedActivations = Literal["auto", "bf16", "fp32"]
+SavedActivations = Literal["auto", "fp32"]
 
 # The DPO losses TRL 1.16 implements (DPOConfig.loss_type); any of them, or a list, is one key away.
 TRL_DPO_LOSSES: tuple[str, ...] = (
@@ -83,9 +83,9 @@ class HardwareSpec:
     fp32 where it has not (bf16 is emulated there, 2.4-24x slower: mmalign_utils/precision.py); "fp32" turns
     autocast off. weights_dtype: the dtype the frozen base weights are loaded in ("auto": bf16 whenever precision
     is bf16, else fp32); the LoRA and projector weights always train in fp32. saved_activations: the dtype of the
-    activations kept for the backward when the compute is fp32, DPO only ("auto": bf16 on a CPU, where fp32
-    compute means no bf16 instructions and memory is scarce, as computed on a GPU; "fp32" keeps them as computed;
-    train/saved_activations.py, peft_setup.keeps_bf16_activations)."""
+    activations kept for the backward, DPO only ("auto": bf16 on a CPU with fp32 compute, i.e. without bf16
+    instructions, where memory is scarce; "fp32": as computed; train/saved_activations.py,
+    peft_setup.keeps_bf16_activations)."""
 
     precision: Precision = "auto"
     weights_dtype: WeightsDtype = "auto"
