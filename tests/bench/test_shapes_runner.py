@@ -17,12 +17,15 @@ class FakeModel:
     def __init__(self, reply: str = "No.", refuse_aliases: bool = False):
         self.reply, self.refuse_aliases = reply, refuse_aliases
         self.scored: list[tuple[list, list]] = []
+        self.share_prefix: list[bool] = []
         self.generated: list[tuple[list, object]] = []
 
-    def score_options(self, model, processor, conversations, options, batch_size=16, progress=False):
+    def score_options(self, model, processor, conversations, options, batch_size=16, progress=False,
+                      share_prefix=True):
         if self.refuse_aliases and len(options) > 2:
             raise ValueError("options share a first token")
         self.scored.append((list(conversations), list(options)))
+        self.share_prefix.append(share_prefix)
         return [0] * len(conversations)
 
     def generate(self, model, processor, conversations, settings=None, progress=True):
@@ -58,6 +61,13 @@ def test_closed_questions_are_answered_by_option_scoring(fake):
     rows = [r for r in get_edition("shapes-mmbench").build(2, 0) if r["rotation"] == 0]
     assert mmb["official"]["vanilla_acc"] == sum(r["answer"] == "A" for r in rows) / 2
     assert "option scoring" in scores["shapes-pope"]["protocol"]
+    assert fake.share_prefix == [True, True]  # questions about one image share their prompt prefix by default
+
+
+def test_the_prefix_sharing_switch_reaches_option_scoring(fake):
+    request = runner.AnswerRequest(id="q", text="Is there a circle?", scene=None, choices=("Yes", "No"))
+    runner.answer_requests(None, None, [request], share_prefix=False)
+    assert fake.share_prefix == [False]
 
 
 def test_options_go_to_the_scorer_in_first_token_order():
