@@ -119,8 +119,7 @@ def generate(
     if settings.num_samples > 1 and settings.greedy:
         raise ValueError("num_samples > 1 needs temperature > 0 (greedy decoding would repeat one answer)")
     if isinstance(model, VLLMEngine):  # GPUs: vLLM serves the same prompts (vllm_backend.py)
-        answers = model.generate([render_prompt(processor, c) for c in conversations],
-                                 [c.images for c in conversations], settings, progress=bool(progress))
+        answers = _vllm_answers(model, processor, conversations, settings, progress)
         return answers if settings.num_samples > 1 else [a[0] for a in answers]
     # seed None: the global RNG, so that successive calls draw different samples
     generator = torch.Generator(device="cpu").manual_seed(settings.seed) if settings.seed is not None else None
@@ -131,6 +130,13 @@ def generate(
         _sample_next(logits, settings.temperature, settings.top_p, generator),
         progress if isinstance(progress, str) else "generating", bool(progress))
     return answers if settings.num_samples > 1 else [a[0] for a in answers]
+
+
+def _vllm_answers(engine: VLLMEngine, processor, conversations: Sequence[Conversation],
+                  settings: GenerationSettings, progress: bool | str) -> list[list[str]]:
+    """The rendered prompts and their images, answered by vLLM (lists of num_samples answers)."""
+    return engine.generate([render_prompt(processor, c) for c in conversations], [c.images for c in conversations],
+                           settings, progress=bool(progress))
 
 
 def _answer_in_batches(model, processor, conversations: Sequence[Conversation], k: int, max_new_tokens: int,
@@ -229,8 +235,7 @@ def sample_k(
     if isinstance(model, VLLMEngine):
         settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                       num_samples=k, seed=seed)
-        return model.generate([render_prompt(processor, c) for c in conversations],
-                              [c.images for c in conversations], settings, progress=bool(progress))
+        return _vllm_answers(model, processor, conversations, settings, progress)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return _answer_in_batches(model, processor, conversations, k, max_new_tokens, batch_size,
                               lambda logits: _sample_next(logits, temperature, top_p, generator),

@@ -44,7 +44,6 @@ class CPULogProbs(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         n = hidden.shape[0]
         ctx.compute_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
-        log_z = torch.empty(n)
         logprobs = torch.empty(n)
         entropy = torch.empty(n) if "entropy" in outputs else None
         log_sum_sq = torch.empty(n) if "log_sum_sq_probs" in outputs else None
@@ -64,8 +63,7 @@ class CPULogProbs(torch.autograd.Function):
             e = shifted.exp()
             total = e.sum(-1)
             log_total = total.log()
-            log_z[rows] = top + log_total
-            logprobs[rows] -= log_z[rows]
+            logprobs[rows] -= top + log_total  # log Z = max + log sum exp(z - max)
             if entropy is not None:  # H = log Z - sum(p z), on max-shifted logits (less cancellation)
                 entropy[rows] = log_total - _row_dot(e, shifted) / total
             if log_sum_sq is not None:  # log sum p^2 = log sum e^2 - 2 log sum e
