@@ -283,17 +283,36 @@ def _left_padded(rows: Sequence[torch.Tensor], pad: int, device) -> tuple[torch.
     return ids, mask
 
 
+def _split_by_conversation(enc: dict, conversations: Sequence[Conversation]) -> list[dict] | None:
+    """The image inputs of an encoded batch (pixel values, image sizes), one dict per conversation, or None when
+    some input is not laid out one row per image (then the caller encodes the conversation again)."""
+    counts = [len(c.images) for c in conversations]
+    extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    if any(not torch.is_tensor(v) or v.shape[0] != sum(counts) for v in extra.values()):
+        return None
+    starts = [sum(counts[:j]) for j in range(len(counts))]
+    return [{k: v[a:a + n] for k, v in extra.items()} for a, n in zip(starts, counts)]
+
+
 def _plan_shared_prefixes(model, processor, conversations: Sequence[Conversation], groups: list[list[int]],
-                          batch_size: int, device) -> tuple[dict[int, torch.Tensor], list[tuple[list[int], int]],
-                                                            list[int]]:
-    """Token ids of every conversation, the groups that can share a prefix with its length, and the
-    conversations that cannot (their common prefix would stop inside the image tokens)."""
+                          batch_size: int, device) -> tuple[dict[int, torch.Tensor], dict[int, dict],
+                                                            list[tuple[list[int], int]], list[int]]:
+    """Token ids of every conversation, the image inputs of each group's first member (kept from the same
+    encoding, so no image is processed twice where the processor lays them out one row per image), the groups
+    that can share a prefix with its length, and the conversations that cannot (their common prefix would stop
+    inside the image tokens)."""
     image_token = getattr(getattr(model, "config", None), "image_token_id", None)
     ids: dict[int, torch.Tensor] = {}
+    image_inputs: dict[int, dict] = {}
+    firsts = {g[0] for g in groups}
     members = [i for g in groups for i in g]
     for s in range(0, len(members), batch_size):
         chunk = members[s:s + batch_size]
-        ids.update(zip(chunk, _unpadded_ids(encode_batch(processor, [conversations[i] for i in chunk], device))))
+        enc = encode_batch(processor, [conversations[i] for i in chunk], device)
+        ids.update(zip(chunk, _unpadded_ids(enc)))
+        per_conversation = _split_by_conversation(enc, [conversations[i] for i in chunk])
+        if per_conversation is not None:
+            image_inputs.update((i, x) for i, x in zip(chunk, per_conversation) if i in firsts)
     usable, unserved = [], []
     for g in groups:
         prefix = _common_prefix_length([ids[i] for i in g])
@@ -301,7 +320,7 @@ def _plan_shared_prefixes(model, processor, conversations: Sequence[Conversation
             usable.append((g, prefix))
         else:
             unserved.extend(g)
-    return ids, usable, unserved
+    return ids, image_inputs, usable, unserved
 
 
 def _prefix_can_be_shared(ids: torch.Tensor, prefix: int, image_token: int | None) -> bool:
@@ -311,7 +330,8 @@ def _prefix_can_be_shared(ids: torch.Tensor, prefix: int, image_token: int | Non
 
 
 def _answer_logits_shared(model, processor, conversations: Sequence[Conversation], ids: dict[int, torch.Tensor],
-                          usable: list[tuple[list[int], int]], batch_size: int, device):
+                          image_inputs: dict[int, dict], usable: list[tuple[list[int], int]], batch_size: int,
+                          device):
     """(indices, next-token logits) for groups of conversations with the same images (`_plan_shared_prefixes`).
 
     Each group's common prompt prefix (system prompt, image, the question's first words) runs once, in a
@@ -328,8 +348,11 @@ def _answer_logits_shared(model, processor, conversations: Sequence[Conversation
     for start in range(0, len(usable), batch_size):
         block = range(start, min(start + batch_size, len(usable)))
         first = [usable[b][0] for b in block]
-        enc = encode_batch(processor, [conversations[i] for i in first], device)  # pixel values of the images
-        extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        if all(i in image_inputs for i in first):
+            extra = {k: torch.cat([image_inputs[i][k] for i in first]) for k in image_inputs[first[0]]}
+        else:  # the processor's image inputs could not be split per conversation: encode the images again
+            enc = encode_batch(processor, [conversations[i] for i in first], device)
+            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
         prefix_ids, prefix_mask = _left_padded([ids[usable[b][0]][:prefix_of[b]] for b in block], pad, device)
         out = model(input_ids=prefix_ids, attention_mask=prefix_mask,
                     position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0), cache=DynamicCache(), use_cache=True,
@@ -366,9 +389,11 @@ def answer_logits(model, processor, conversations: Sequence[Conversation], batch
         for i, conversation in enumerate(conversations):
             groups.setdefault(_images_key(conversation), []).append(i)
         shared = [g for g in groups.values() if len(g) > 1]
-        ids, usable, alone = _plan_shared_prefixes(model, processor, conversations, shared, batch_size, device)
+        ids, image_inputs, usable, alone = _plan_shared_prefixes(model, processor, conversations, shared,
+                                                                 batch_size, device)
         alone += [g[0] for g in groups.values() if len(g) == 1]
-        yield from _answer_logits_shared(model, processor, conversations, ids, usable, batch_size, device)
+        yield from _answer_logits_shared(model, processor, conversations, ids, image_inputs, usable, batch_size,
+                                         device)
     subset = [conversations[i] for i in alone]
     for batch in length_sorted_batches(processor, subset, batch_size):
         enc = encode_batch(processor, [subset[j] for j in batch], device)

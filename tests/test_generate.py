@@ -5,7 +5,8 @@ import torch
 from transformers import DynamicCache
 
 from mmalign_utils.generate import (Conversation, GenerationSettings, _common_prefix_length, _prefix_can_be_shared,
-                                    _stop_ids, answer_logits, encode_batch, generate, sample_k, score_options)
+                                    _split_by_conversation, _stop_ids, answer_logits, encode_batch, generate,
+                                    sample_k, score_options)
 
 QUESTIONS = ["What is the capital of France?", "Name a colour of the sky.", "Is fire hot? Answer yes or no.",
              "Write one word that rhymes with cat."]
@@ -160,6 +161,36 @@ def test_a_shared_prompt_prefix_gives_the_logits_of_whole_prompts(untrained_llav
     for i in range(len(convs)):
         assert torch.allclose(shared[i], whole[i], atol=1e-4), i
     assert shared_tokens < 0.7 * sum(tokens)  # the prefix really ran once per image
+
+
+def test_a_shared_prefix_processes_each_image_once(untrained_llava, monkeypatch):
+    """The pixel values of a group's prefix come from the encoding that gave the token ids, not from a second
+    pass of the image processor."""
+    from PIL import Image
+
+    model, processor = untrained_llava
+    red, blue = Image.new("RGB", (96, 96), "red"), Image.new("RGB", (96, 96), "blue")
+    convs = [Conversation.user(q, img) for img in (red, blue) for q in ("Is there a circle?", "Is there a star?")]
+    seen = []
+    image_processor = type(processor.image_processor)
+    original = image_processor.__call__
+    monkeypatch.setattr(image_processor, "__call__",
+                        lambda self, images, *a, **kw: seen.append(len(images)) or original(self, images, *a, **kw))
+    list(answer_logits(model, processor, convs, batch_size=2))
+    assert sum(seen) == len(convs)
+
+
+def test_image_inputs_are_split_per_conversation_only_when_laid_out_per_image():
+    from PIL import Image
+
+    img = Image.new("RGB", (8, 8))
+    convs = [Conversation.user("a", img), Conversation.user("b"), Conversation.user("c", img)]
+    pixels = torch.arange(2 * 3).reshape(2, 3)
+    parts = _split_by_conversation({"input_ids": torch.zeros(3, 4), "attention_mask": torch.ones(3, 4),
+                                    "pixel_values": pixels}, convs)
+    assert [p["pixel_values"].tolist() for p in parts] == [[[0, 1, 2]], [], [[3, 4, 5]]]
+    # one row per image patch (as some processors lay them out): no split, the caller encodes again
+    assert _split_by_conversation({"input_ids": torch.zeros(3, 4), "pixel_values": torch.zeros(7, 3)}, convs) is None
 
 
 def test_option_scoring_with_and_without_a_shared_prefix_agree(smollm2):
