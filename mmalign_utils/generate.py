@@ -283,11 +283,16 @@ def _left_padded(rows: Sequence[torch.Tensor], pad: int, device) -> tuple[torch.
     return ids, mask
 
 
+def _image_inputs(enc: dict) -> dict:
+    """What an encoded batch holds beside the token ids and mask (pixel values, image sizes)."""
+    return {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+
+
 def _split_by_conversation(enc: dict, conversations: Sequence[Conversation]) -> list[dict] | None:
     """The image inputs of an encoded batch (pixel values, image sizes), one dict per conversation, or None when
     some input is not laid out one row per image (then the caller encodes the conversation again)."""
     counts = [len(c.images) for c in conversations]
-    extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    extra = _image_inputs(enc)
     if any(not torch.is_tensor(v) or v.shape[0] != sum(counts) for v in extra.values()):
         return None
     starts = [sum(counts[:j]) for j in range(len(counts))]
@@ -351,8 +356,7 @@ def _answer_logits_shared(model, processor, conversations: Sequence[Conversation
         if all(i in image_inputs for i in first):
             extra = {k: torch.cat([image_inputs[i][k] for i in first]) for k in image_inputs[first[0]]}
         else:  # the processor's image inputs could not be split per conversation: encode the images again
-            enc = encode_batch(processor, [conversations[i] for i in first], device)
-            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+            extra = _image_inputs(encode_batch(processor, [conversations[i] for i in first], device))
         prefix_ids, prefix_mask = _left_padded([ids[usable[b][0]][:prefix_of[b]] for b in block], pad, device)
         out = model(input_ids=prefix_ids, attention_mask=prefix_mask,
                     position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0), cache=DynamicCache(), use_cache=True,
