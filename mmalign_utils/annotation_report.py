@@ -6,6 +6,7 @@
     spread = spread_summary(prompts)                 within-prompt spread of quality (does sampling give signal?)
     plot_margins(prompts, dpo)                       spread per prompt and margin per DPO pair
     pair_viewer(dpo, reasoning)                      ipywidgets: image, question, chosen and rejected with scores
+    pair_signal_by_group(prompts, dpo, families)     chosen vs rejected length and quality per question family
     datasets = build_datasets(prompts, seed)         the four training sets and the ablation subsets
     save_datasets(datasets, root, ...)               save_to_disk + dataset cards with the signal report
 """
@@ -131,6 +132,29 @@ def signal_table(report: Mapping[str, Any]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------------------
 # Plots (matplotlib figures; the notebook shows and saves them)
+
+
+def pair_signal_by_group(prompts: Sequence[AnnotatedPrompt], dpo, groups: Mapping[str, str]) -> pd.DataFrame:
+    """`pair_signal_report` for each group of prompts (e.g. question family: `groups` maps prompt_id to it), as a
+    table: prompts, pairs, chosen and rejected quality and words, share of pairs whose chosen answer is longer,
+    and the within-prompt correlation of quality and length. Tells which kinds of question make the pairs prefer
+    shorter or longer answers (on a short-answer question extra words can only add errors; on a description they
+    can add coverage)."""
+    by_group: dict[str, list[AnnotatedPrompt]] = {}
+    for p in prompts:
+        by_group.setdefault(groups.get(p.prompt_id, ""), []).append(p)
+    pair_ids = list(dpo["prompt_id"]) if len(dpo) else []
+    rows = []
+    for name, members in sorted(by_group.items()):
+        ids = {p.prompt_id for p in members}
+        report = pair_signal_report(members, dpo.select([i for i, pid in enumerate(pair_ids) if pid in ids]))
+        rows.append({"group": name, "prompts": report["n_prompts"], "pairs": report["n_pairs"],
+                     "chosen_quality": report["chosen"]["quality"], "rejected_quality": report["rejected"]["quality"],
+                     "chosen_words": report["chosen"]["length_words"],
+                     "rejected_words": report["rejected"]["length_words"],
+                     "share_chosen_longer": report["share_chosen_longer"],
+                     "quality_length_corr_within_prompt": report["quality_length_corr_within_prompt"]})
+    return pd.DataFrame(rows).set_index("group")
 
 
 def plot_score_histograms(df: pd.DataFrame):
@@ -324,8 +348,9 @@ def save_datasets(datasets: Mapping[str, Any], root: str | Path, prompts: Sequen
 
 
 def result_rows(spread: Mapping[str, Any], report: Mapping[str, Any], *, notebook: str, model: str, judge_id: str,
-                seed: int, profile: str, protocol: str) -> list[ResultRow]:
-    """The measurements of the annotation step as results.csv rows (benchmark "annotation")."""
+                seed: int, profile: str, protocol: str, by_family: pd.DataFrame | None = None) -> list[ResultRow]:
+    """The measurements of the annotation step as results.csv rows (benchmark "annotation"); with `by_family`
+    (`pair_signal_by_group`'s table) also the length signal per question family, split "family=NAME"."""
     def row(metric: str, value: float, n: int, split: str = "all") -> ResultRow:
         return ResultRow(notebook=notebook, model=model, benchmark="annotation", split=split, metric=metric,
                          value=float(value), n=int(n), seed=seed, profile=profile, protocol=protocol, judge=judge_id)
@@ -343,6 +368,17 @@ def result_rows(spread: Mapping[str, Any], report: Mapping[str, Any], *, noteboo
     for source, stats in spread["by_source"].items():
         rows.append(row("quality_spread_mean", stats["spread_mean"], stats["n_prompts"], split=source))
         rows.append(row("share_prompts_with_pair", stats["share_with_pair"], stats["n_prompts"], split=source))
+    for family, stats in (by_family.iterrows() if by_family is not None else ()):
+        split = f"family={family}"
+        rows.append(row("n_pairs", stats["pairs"], stats["prompts"], split=split))
+        rows.append(row("quality_length_corr_within_prompt", stats["quality_length_corr_within_prompt"],
+                        stats["prompts"], split=split))
+        if stats["pairs"]:
+            # metric names as in the all-prompts rows above
+            for metric, column in (("share_chosen_longer", "share_chosen_longer"),
+                                   ("chosen_length_words_mean", "chosen_words"),
+                                   ("rejected_length_words_mean", "rejected_words")):
+                rows.append(row(metric, stats[column], stats["pairs"], split=split))
     return rows
 
 
@@ -367,6 +403,6 @@ def conclusion(spread: Mapping[str, Any], report: Mapping[str, Any]) -> str:
 
 
 __all__ = ["ABLATION_FRACTIONS", "answers_frame", "attribute_correlations", "build_datasets", "conclusion",
-           "judge_prompt_hash", "pair_difference_correlations", "pair_viewer", "plot_correlation_heatmap",
-           "plot_margins", "plot_score_histograms", "resolve_judge_spec", "result_rows", "save_datasets",
+           "judge_prompt_hash", "pair_difference_correlations", "pair_signal_by_group", "pair_viewer",
+           "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec", "result_rows", "save_datasets",
            "score_summary", "signal_description", "signal_table", "spread_summary"]

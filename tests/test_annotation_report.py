@@ -1,0 +1,73 @@
+"""Notebook 02's per-family pair signal (mmalign_utils.annotation_report.pair_signal_by_group) and its
+results.csv rows. Expected values are worked out by hand in the comments."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from PIL import Image
+
+from mmalign_utils.annotation_report import pair_signal_by_group, result_rows, spread_summary
+from mmalign_utils.preference import AnnotatedPrompt, build_dpo_pairs, pair_signal_report
+
+
+def s(h: int, c: int, k: int) -> dict:
+    return {"helpfulness": h, "correctness": c, "coherence": k, "complexity": 2, "verbosity": 2}
+
+
+def prompt(pid: str, scores: list[dict], answers: list[str]) -> AnnotatedPrompt:
+    return AnnotatedPrompt(prompt_id=pid, image=Image.new("RGB", (8, 8), (len(pid) * 20, 5, 5)), image_id=f"i-{pid}",
+                           question=f"question {pid}?", answers=answers, scores=scores)
+
+
+def _prompts() -> list[AnnotatedPrompt]:
+    return [
+        # D (describe): qualities [12, 6], words [5, 1]: chosen the longer -> centred quality +3/-3, words +2/-2
+        prompt("D", [s(4, 4, 4), s(2, 2, 2)], ["a b c d e", "a"]),
+        # S (short): qualities [3, 12], words [6, 2]: chosen the shorter -> centred quality -4.5/+4.5, words +2/-2
+        prompt("S", [s(1, 1, 1), s(4, 4, 4)], ["a b c d e f", "a b"]),
+        # T (short): qualities [8, 7], words [3, 1]: spread 1 -> no pair; centred quality +.5/-.5, words +1/-1
+        prompt("T", [s(3, 3, 2), s(3, 2, 2)], ["a b c", "a"]),
+    ]
+
+
+def test_pair_signal_by_group_hand_computed():
+    prompts = _prompts()
+    dpo = build_dpo_pairs(prompts)
+    table = pair_signal_by_group(prompts, dpo, {"D": "describe", "S": "short", "T": "short"})
+    assert list(table.index) == ["describe", "short"]
+    d, sh = table.loc["describe"], table.loc["short"]
+    assert (d["prompts"], d["pairs"], sh["prompts"], sh["pairs"]) == (1, 1, 2, 1)
+    assert (d["chosen_words"], d["rejected_words"], d["share_chosen_longer"]) == (5, 1, 1.0)
+    assert (sh["chosen_words"], sh["rejected_words"], sh["share_chosen_longer"]) == (2, 6, 0.0)
+    assert (sh["chosen_quality"], sh["rejected_quality"]) == (12, 3)
+    # describe: sxy = 3*2 + (-3)(-2) = 12, sxx = 18, syy = 8 -> 12 / 12 = 1
+    assert d["quality_length_corr_within_prompt"] == pytest.approx(1.0)
+    # short: S sxy = -9 - 9 = -18, sxx 40.5, syy 8; T sxy = 1, sxx 0.5, syy 2 -> -17 / sqrt(41 * 10)
+    assert sh["quality_length_corr_within_prompt"] == pytest.approx(-17 / math.sqrt(410))
+
+
+def test_family_rows_in_results():
+    prompts = _prompts()
+    dpo = build_dpo_pairs(prompts)
+    by_family = pair_signal_by_group(prompts, dpo, {"D": "describe", "S": "short", "T": "short"})
+    rows = result_rows(spread_summary(prompts), pair_signal_report(prompts, dpo), notebook="02", model="m",
+                       judge_id="oracle", seed=0, profile="toy", protocol="k=2", by_family=by_family)
+    found = {(r.split, r.metric): (r.value, r.n) for r in rows if r.split.startswith("family=")}
+    assert found[("family=short", "share_chosen_longer")] == (0.0, 1)
+    assert found[("family=short", "n_pairs")] == (1.0, 2)
+    assert found[("family=describe", "chosen_length_words_mean")] == (5.0, 1)
+    assert found[("family=describe", "rejected_length_words_mean")] == (1.0, 1)
+    # the metric names match the all-prompts rows
+    overall = {r.metric for r in rows if r.split == "all"}
+    assert {m for _, m in found} <= overall
+
+
+def test_group_without_pairs_has_no_length_rows():
+    prompts = _prompts()[2:]  # T only: no pair
+    dpo = build_dpo_pairs(prompts)
+    table = pair_signal_by_group(prompts, dpo, {"T": "short"})
+    assert table.loc["short", "pairs"] == 0 and math.isnan(table.loc["short", "chosen_words"])
+    rows = result_rows(spread_summary(prompts), pair_signal_report(prompts, dpo), notebook="02", model="m",
+                       judge_id="oracle", seed=0, profile="toy", protocol="k=2", by_family=table)
+    assert not [r for r in rows if r.split == "family=short" and r.metric == "share_chosen_longer"]
