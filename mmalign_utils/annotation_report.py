@@ -51,6 +51,14 @@ def writer_prompt_hash() -> str:
     return hashlib.sha256(WRITER_SYSTEM.encode()).hexdigest()
 
 
+def samples_file_name(k: int, temperature: float, max_new_tokens: int, lrv_mix: str = "", chart_mix: str = "") -> str:
+    """The self-sampling file of one setting: other settings (or question mixes) never share a file, and the
+    annotations of each go to a folder named after it."""
+    mixes = f"{lrv_mix.strip()}|{chart_mix.strip()}"
+    tag = "" if mixes == "|" else "_mix-" + hashlib.sha256(mixes.encode()).hexdigest()[:8]
+    return f"samples_k{k}_t{temperature:g}_m{max_new_tokens}{tag}.jsonl"
+
+
 def judge_prompt_hash(judge_id: str) -> str:
     """SHA-256 of what defines the judge's instructions: our rating guide and system prompt for AI judges, the
     rules' version for the oracle (which reads no prompt)."""
@@ -404,5 +412,5 @@ def conclusion(spread: Mapping[str, Any], report: Mapping[str, Any]) -> str:
 
 __all__ = ["ABLATION_FRACTIONS", "answers_frame", "attribute_correlations", "build_datasets", "conclusion",
            "judge_prompt_hash", "pair_difference_correlations", "pair_signal_by_group", "pair_viewer",
-           "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec", "result_rows", "save_datasets",
-           "score_summary", "signal_description", "signal_table", "spread_summary"]
+           "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec", "result_rows",
+           "samples_file_name", "save_datasets", "score_summary", "signal_description", "signal_table", "spread_summary"]

@@ -747,7 +747,7 @@ def paper_figure3() -> pd.DataFrame:
 
 def find_annotation_stores(artifacts_dir: str | Path) -> list[Path]:
     """Folders below `artifacts_dir` holding an annotation store (notebook 02 writes
-    {artifacts_dir}/{variant}/annotation/<judge>/annotations.sqlite)."""
+    {artifacts_dir}/{variant}/annotation/<samples file name>/<judge>/annotations.sqlite)."""
     from mmalign_utils.annotate.store import DB_NAME
 
     root = Path(artifacts_dir)
@@ -755,13 +755,17 @@ def find_annotation_stores(artifacts_dir: str | Path) -> list[Path]:
 
 
 def _matching_samples(store_dir: Path, annotations: list[dict]) -> dict[str, list[str]]:
-    """The samples JSONL (notebook 02: {variant}/samples/*.jsonl) whose prompts and answer counts match most of
-    the store's items: {prompt_id: answers}; empty when none matches."""
+    """The store's sampled answers, {prompt_id: answers}; empty when none match. Notebook 02 keeps them in
+    {variant}/samples/NAME.jsonl and the store in {variant}/annotation/NAME/<judge>/; for stores of the older
+    layout ({variant}/annotation/<judge>/) the samples file whose prompts and answer counts match most items."""
     from mmalign_utils.sampling import read_samples
 
     counts = {str(a["item_id"]): len(a["scores"]) for a in annotations}
+    own = store_dir.parents[2] / "samples" / f"{store_dir.parent.name}.jsonl" if len(store_dir.parents) > 2 else None
+    candidates = ([own] if own is not None and own.is_file()
+                  else sorted((store_dir.parent.parent / "samples").glob("*.jsonl")))
     best: dict[str, list[str]] = {}
-    for path in sorted((store_dir.parent.parent / "samples").glob("*.jsonl")):
+    for path in candidates:
         answers = {str(r["prompt_id"]): list(r["answers"]) for r in read_samples(path)}
         matched = {p: a for p, a in answers.items() if counts.get(p) == len(a)}
         if len(matched) > len(best):

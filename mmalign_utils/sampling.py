@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mmalign_utils.world.datasets import scene_seed
-from mmalign_utils.world.qa import QAItem, make_items
+from mmalign_utils.world.qa import CHART_FAMILIES, SHAPES_FAMILIES, QAItem, make_items
 
 # Scene indices of the held-out split used for preference prompts. Evaluation sets take indices from 0, so
 # starting far above keeps the preference images apart from them.
@@ -44,6 +44,8 @@ LRV_MIX: dict[str, float] = {"existence": 0.25, "lrv_instruction": 0.2, "describ
                              "relation": 0.1, "count": 0.1}
 # The SciGraphQA-like half: single questions about a chart, and chart descriptions.
 CHART_MIX: dict[str, float] = {"chart": 0.6, "describe": 0.4}
+# What the notebook's `lrv_mix` / `chart_mix` parameters may name (`parse_mix`).
+LRV_FAMILIES: tuple[str, ...] = (*SHAPES_FAMILIES, "lrv_instruction")
 
 
 @dataclass
@@ -98,6 +100,34 @@ class SamplingPrompt:
 
 # ------------------------------------------------------------------------------------------------------------
 # Prompt sets
+
+
+def parse_mix(text: str, default: Mapping[str, float], allowed: Sequence[str]) -> dict[str, float]:
+    """A question mix from a papermill-friendly string, "describe=0.6,lrv_instruction=0.4" (weights need not sum
+    to 1); an empty string gives `default`. Names must be in `allowed` (the scene families plus "lrv_instruction",
+    or the chart families)."""
+    if not text.strip():
+        return dict(default)
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"question mix {text!r}: write name=weight pairs separated by commas, "
+                             f"e.g. 'describe=0.6,reasoning=0.4' (bad part {part.strip()!r})")
+        if name not in allowed:
+            raise ValueError(f"question mix {text!r}: unknown family {name!r}; choose from {sorted(allowed)}")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"question mix {text!r}: the weight of {name!r} is not a number ({weight.strip()!r})") \
+                from None
+        if value < 0 or name in mix:
+            raise ValueError(f"question mix {text!r}: {name!r} has a negative weight or appears twice")
+        mix[name] = value
+    if sum(mix.values()) <= 0:
+        raise ValueError(f"question mix {text!r}: the weights sum to 0")
+    return mix
 
 
 def _draw(rng: random.Random, mix: Mapping[str, float]) -> str:
@@ -414,5 +444,6 @@ def to_annotated_prompts(samples: Sequence[Mapping[str, Any]], annotations: Sequ
     return out
 
 
-__all__ = ["CHART_MIX", "LRV_MIX", "PROMPT_SCENE_OFFSET", "SamplingPrompt", "load_lrv_instruct", "load_scigraphqa",
-           "read_samples", "self_sample", "shapesworld_prompts", "to_annotated_prompts", "to_annotation_items"]
+__all__ = ["CHART_FAMILIES", "CHART_MIX", "LRV_FAMILIES", "LRV_MIX", "PROMPT_SCENE_OFFSET", "SamplingPrompt",
+           "load_lrv_instruct", "load_scigraphqa", "parse_mix", "read_samples", "self_sample", "shapesworld_prompts",
+           "to_annotated_prompts", "to_annotation_items"]

@@ -159,6 +159,23 @@ def test_rerun_skips_done_items_and_can_retry_quarantined(tmp_path):
     assert len(load_annotations(tmp_path)) == 4 and load_quarantine(tmp_path) == []
 
 
+def test_rerun_with_other_answers_under_the_same_ids_is_refused(tmp_path):
+    items = make_items(3)
+    judge = ScriptedJudge(lambda r: valid_for(4))
+    annotate(items, judge, tmp_path, use_cache=False, progress=False)
+    resampled = make_items(3)
+    resampled[1]["answers"] = [f"another answer {j}" for j in range(1, 5)]  # item-01 sampled again
+    with pytest.raises(ValueError, match=r"1 of these item ids \(first: \['item-01'\]\)"):
+        annotate(resampled, judge, tmp_path, use_cache=False, progress=False)
+    assert len(judge.requests) == 3  # nothing asked, nothing overwritten
+    assert len(load_annotations(tmp_path)) == 3
+    # the same content, and new ids, go through; the changed set goes to another folder
+    summary = annotate(items + make_items(4)[3:], judge, tmp_path, use_cache=False, progress=False)
+    assert summary["skipped_already_done"] == 3 and summary["this_run"]["annotated"] == 1
+    annotate(resampled, judge, tmp_path / "resampled", use_cache=False, progress=False)
+    assert len(load_annotations(tmp_path / "resampled")) == 3
+
+
 def test_judge_cache_answers_a_second_store(tmp_path):
     judge = ScriptedJudge(lambda r: valid_for(4))
     annotate(make_items(2), judge, tmp_path / "a", progress=False)

@@ -7,7 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from mmalign_utils.annotation_report import pair_signal_by_group, result_rows, spread_summary
+from mmalign_utils.annotation_report import pair_signal_by_group, result_rows, samples_file_name, spread_summary
 from mmalign_utils.preference import AnnotatedPrompt, build_dpo_pairs, pair_signal_report
 
 
@@ -71,3 +71,12 @@ def test_group_without_pairs_has_no_length_rows():
     rows = result_rows(spread_summary(prompts), pair_signal_report(prompts, dpo), notebook="02", model="m",
                        judge_id="oracle", seed=0, profile="toy", protocol="k=2", by_family=table)
     assert not [r for r in rows if r.split == "family=short" and r.metric == "share_chosen_longer"]
+
+
+def test_each_sampling_setting_has_its_own_samples_file():
+    assert samples_file_name(4, 1.2, 160) == "samples_k4_t1.2_m160.jsonl"
+    assert samples_file_name(4, 0.7, 160) == "samples_k4_t0.7_m160.jsonl"
+    assert samples_file_name(4, 1.2, 160, " ", "") == "samples_k4_t1.2_m160.jsonl"  # blank = the default mixes
+    names = {samples_file_name(4, 1.2, 160, "describe=1", ""), samples_file_name(4, 1.2, 160, "", "describe=1"),
+             samples_file_name(4, 1.2, 160, "describe=1", "describe=1")}
+    assert len(names) == 3 and all(n.startswith("samples_k4_t1.2_m160_mix-") for n in names)

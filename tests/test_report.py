@@ -279,10 +279,14 @@ def test_notebook01_names_read_from_its_results(tmp_path):
 # ------------------------------------------------------------------------------------------------ Figure 3
 
 
-def build_annotation_store(root: Path, with_samples: bool = True) -> Path:
+def build_annotation_store(root: Path, with_samples: bool = True, layout: str = "per-samples") -> Path:
+    """Notebook 02's store; layout "per-samples" ({variant}/annotation/<samples name>/<judge>, with a second
+    samples file of the same prompts beside it that must not be read) or "old" ({variant}/annotation/<judge>)."""
     from mmalign_utils.annotate.store import AnnotationStore
 
-    store_dir = root / "toy" / "annotation" / "oracle_shapesworld-v1"
+    annotation = root / "toy" / "annotation"
+    store_dir = annotation / "samples_k3" / "oracle_shapesworld-v1" if layout == "per-samples" else \
+        annotation / "oracle_shapesworld-v1"
     store = AnnotationStore(store_dir)
     scores = [dict(helpfulness=4, correctness=4, coherence=4, complexity=2, verbosity=1),
               dict(helpfulness=2, correctness=3, coherence=4, complexity=1, verbosity=3),
@@ -293,6 +297,9 @@ def build_annotation_store(root: Path, with_samples: bool = True) -> Path:
         samples = root / "toy" / "samples" / "samples_k3.jsonl"
         samples.parent.mkdir(parents=True)
         samples.write_text(json.dumps({"prompt_id": "q1", "answers": ["a b c d e", "a b c", "a"]}) + "\n")
+        if layout == "per-samples":  # other answers to the same prompt (other settings), sorted first
+            samples.with_name("samples_k0_other.jsonl").write_text(
+                json.dumps({"prompt_id": "q1", "answers": ["a", "a b c", "a b c d e"]}) + "\n")
     return store_dir
 
 
@@ -308,6 +315,11 @@ def test_annotation_pair_correlations_by_hand(tmp_path):
     paper = report.paper_figure3()
     assert paper.loc["correctness", "helpfulness"] == 0.93 and paper.loc["verbosity", "complexity"] == 0.69
     assert np.allclose(paper.to_numpy(), paper.to_numpy().T)
+
+
+def test_annotation_store_of_the_older_layout_finds_its_samples(tmp_path):
+    corr = report.annotation_pair_correlations(build_annotation_store(tmp_path, layout="old"))
+    assert corr.loc["helpfulness", "length"] == pytest.approx(1.0)
 
 
 def test_annotation_without_samples_has_no_length(tmp_path):

@@ -5,9 +5,12 @@ validate the reply (schema.py). An invalid reply is asked again with the next re
 does not hand back the same bad text; after `max_invalid_retries` the item is quarantined with the raw text and
 the reason. Results go to SQLite as they arrive (store.py), so a rerun after a crash or kill skips every item
 already annotated or quarantined. Items whose transient retries run out are left undecided for the next run.
+The store remembers each item's question and answers (a hash), and a rerun whose items carry other answers under
+the same ids is refused rather than given the old scores.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +53,26 @@ class RateLimiter:
             self._next = start + self.interval
         if start > now:
             time.sleep(start - now)
+
+
+def content_hash(item: Mapping[str, Any]) -> str:
+    """SHA-256 of what the judge rates under an item id: the question and the answers, in order."""
+    text = json.dumps({"question": item["question"], "answers": list(item["answers"])}, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_same_content(store: AnnotationStore, items: list[Mapping[str, Any]]) -> None:
+    """Refuse to reuse a store whose items were judged with other questions or answers under the same ids (say,
+    samples drawn again at another temperature): their old scores would be read as the new answers' scores."""
+    hashes = {str(item["item_id"]): content_hash(item) for item in items}
+    stored = store.content_hashes()
+    changed = sorted(item_id for item_id, digest in hashes.items() if stored.get(item_id, digest) != digest)
+    if changed:
+        raise ValueError(f"{store.path} holds judgements of other questions or answers for {len(changed)} of these "
+                         f"item ids (first: {changed[:5]}): the items changed since (sampled again with other "
+                         "settings, another model or prompt set?). Annotate them into another out_dir, or delete "
+                         "that folder to judge everything again.")
+    store.save_content_hashes(hashes)
 
 
 def check_items(items: list[Mapping[str, Any]], k: int) -> None:
@@ -203,6 +226,11 @@ def annotate(items: Iterable[Mapping[str, Any]], judge: Judge, out_dir: str | Pa
     items = list(items)
     check_items(items, k)
     store = AnnotationStore(out_dir)
+    try:
+        check_same_content(store, items)
+    except ValueError:
+        store.close()
+        raise
     cache = judge.cache if judge.cache is not None else (SQLiteJudgeCache(out_dir / CACHE_NAME) if use_cache else None)
     run = _Run(judge, store, cache, k, RetryPolicy(max_retries=max_retries, base_delay=base_delay,
                                                    max_delay=max_delay),

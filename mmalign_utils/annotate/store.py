@@ -5,6 +5,7 @@ were in flight, and a rerun can skip everything already decided. Tables:
   annotations  item_id -> scores (JSON), reasoning, raw reply, judge id   (the first success wins)
   quarantine   item_id -> reason, last raw reply, every attempt (JSON)     (items the judge could not rate)
   calls        one row per judge reply: tokens, cost, cached or not        (the ledger)
+  contents     item_id -> SHA-256 of its question and answers                (what was judged under that id)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, judge_id TEXT NOT NULL, repeat INTEGER NOT NULL,
     valid INTEGER NOT NULL, cached INTEGER NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
     cost_usd REAL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS contents (item_id TEXT PRIMARY KEY, content_sha256 TEXT NOT NULL);
 """
 
 
@@ -53,6 +55,15 @@ class AnnotationStore:
     def quarantined_ids(self) -> set[str]:
         with self._lock:
             return {row[0] for row in self._conn.execute("SELECT item_id FROM quarantine")}
+
+    def content_hashes(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT item_id, content_sha256 FROM contents"))
+
+    def save_content_hashes(self, hashes: dict[str, str]) -> None:
+        """Record each item's content the first time it is submitted (later calls keep the first)."""
+        with self._lock, self._conn:  # one transaction for the whole list
+            self._conn.executemany("INSERT OR IGNORE INTO contents VALUES (?, ?)", list(hashes.items()))
 
     def save_annotation(self, item_id: str, judge_id: str, scores: list[dict], reasoning: str, raw: str,
                         tries: int) -> None:
