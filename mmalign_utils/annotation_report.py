@@ -7,6 +7,7 @@
     plot_margins(prompts, dpo)                       spread per prompt and margin per DPO pair
     pair_viewer(dpo, reasoning)                      ipywidgets: image, question, chosen and rejected with scores
     pair_signal_by_group(prompts, dpo, families)     chosen vs rejected length and quality per question family
+    funnel_table(spread, report, df)                 ours beside the paper's annotation funnel (share with a pair, ...)
     datasets = build_datasets(prompts, seed)         the four training sets and the ablation subsets
     save_datasets(datasets, root, ...)               save_to_disk + dataset cards with the signal report
 """
@@ -138,8 +139,22 @@ def signal_table(report: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({side: report[side] for side in ("chosen", "rejected")}).T
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Plots (matplotlib figures; the notebook shows and saves them)
+# The paper's annotation funnel (paper-recipe.md §3.6; notebook outputs on an earlier data version of LLaVA-1.5-13B
+# samples rated by Gemini): 6,134 complete groups of 4, 2,700 of them with a quality gap >= 2; chosen 9.01 (sd 2.34),
+# rejected 5.16 (sd 2.71); sampled candidates 6.54 on average (a set of 4,587 prompts).
+PAPER_FUNNEL = {"share of prompts giving a pair": 2700 / 6134, "chosen quality (mean)": 9.01,
+                "rejected quality (mean)": 5.16, "sampled answer quality (mean)": 6.54}
+
+
+def funnel_table(spread: Mapping[str, Any], report: Mapping[str, Any], df: pd.DataFrame) -> pd.DataFrame:
+    """Ours beside the paper's annotation funnel: how often the k samples differ enough for a pair, and how good
+    chosen, rejected and all sampled answers are (quality 0-12). A toy whose samples differ far more (or less)
+    than LLaVA-1.5-13B's at T 1.2 is sampling in another regime."""
+    ours = {"share of prompts giving a pair": spread["share_with_pair"],
+            "chosen quality (mean)": report["chosen"]["quality"],
+            "rejected quality (mean)": report["rejected"]["quality"],
+            "sampled answer quality (mean)": float(df["quality"].mean()) if len(df) else math.nan}
+    return pd.DataFrame({"ours": ours, "paper (earlier data version)": PAPER_FUNNEL})
 
 
 def pair_signal_by_group(prompts: Sequence[AnnotatedPrompt], dpo, groups: Mapping[str, str]) -> pd.DataFrame:
@@ -163,6 +178,10 @@ def pair_signal_by_group(prompts: Sequence[AnnotatedPrompt], dpo, groups: Mappin
                      "share_chosen_longer": report["share_chosen_longer"],
                      "quality_length_corr_within_prompt": report["quality_length_corr_within_prompt"]})
     return pd.DataFrame(rows).set_index("group")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Plots (matplotlib figures; the notebook shows and saves them)
 
 
 def plot_score_histograms(df: pd.DataFrame):
@@ -410,7 +429,8 @@ def conclusion(spread: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-__all__ = ["ABLATION_FRACTIONS", "answers_frame", "attribute_correlations", "build_datasets", "conclusion",
-           "judge_prompt_hash", "pair_difference_correlations", "pair_signal_by_group", "pair_viewer",
-           "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec", "result_rows",
-           "samples_file_name", "save_datasets", "score_summary", "signal_description", "signal_table", "spread_summary"]
+__all__ = ["ABLATION_FRACTIONS", "PAPER_FUNNEL", "answers_frame", "attribute_correlations", "build_datasets",
+           "conclusion", "funnel_table", "judge_prompt_hash", "pair_difference_correlations", "pair_signal_by_group",
+           "pair_viewer", "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec",
+           "result_rows", "samples_file_name", "save_datasets", "score_summary", "signal_description", "signal_table",
+           "spread_summary"]

@@ -7,7 +7,8 @@ import math
 import pytest
 from PIL import Image
 
-from mmalign_utils.annotation_report import pair_signal_by_group, result_rows, samples_file_name, spread_summary
+from mmalign_utils.annotation_report import (answers_frame, funnel_table, pair_signal_by_group, result_rows,
+                                             samples_file_name, spread_summary)
 from mmalign_utils.preference import AnnotatedPrompt, build_dpo_pairs, pair_signal_report
 
 
@@ -80,3 +81,16 @@ def test_each_sampling_setting_has_its_own_samples_file():
     names = {samples_file_name(4, 1.2, 160, "describe=1", ""), samples_file_name(4, 1.2, 160, "", "describe=1"),
              samples_file_name(4, 1.2, 160, "describe=1", "describe=1")}
     assert len(names) == 3 and all(n.startswith("samples_k4_t1.2_m160_mix-") for n in names)
+
+
+def test_funnel_table_beside_the_paper():
+    prompts = _prompts()
+    dpo = build_dpo_pairs(prompts)
+    table = funnel_table(spread_summary(prompts), pair_signal_report(prompts, dpo), answers_frame(prompts))
+    ours = table["ours"]
+    # pairs from D and S (spreads 6, 9; T's is 1); chosen 12, 12; rejected 6, 3; answers 12, 6, 3, 12, 8, 7
+    assert ours["share of prompts giving a pair"] == pytest.approx(2 / 3)
+    assert (ours["chosen quality (mean)"], ours["rejected quality (mean)"]) == (12, 4.5)
+    assert ours["sampled answer quality (mean)"] == pytest.approx(48 / 6)
+    # paper-recipe.md §3.6: 2,700 of 6,134 groups pass the >= 2 rule
+    assert table["paper (earlier data version)"]["share of prompts giving a pair"] == pytest.approx(0.440, abs=5e-4)
