@@ -52,12 +52,14 @@ def writer_prompt_hash() -> str:
     return hashlib.sha256(WRITER_SYSTEM.encode()).hexdigest()
 
 
-def samples_file_name(k: int, temperature: float, max_new_tokens: int, lrv_mix: str = "", chart_mix: str = "") -> str:
+def samples_file_name(k: int, temperature: float, max_new_tokens: int, lrv_mix: str = "", chart_mix: str = "",
+                      top_p: float = 1.0) -> str:
     """The self-sampling file of one setting: other settings (or question mixes) never share a file, and the
     annotations of each go to a folder named after it."""
     mixes = f"{lrv_mix.strip()}|{chart_mix.strip()}"
     tag = "" if mixes == "|" else "_mix-" + hashlib.sha256(mixes.encode()).hexdigest()[:8]
-    return f"samples_k{k}_t{temperature:g}_m{max_new_tokens}{tag}.jsonl"
+    nucleus = "" if top_p >= 1.0 else f"_p{top_p:g}"
+    return f"samples_k{k}_t{temperature:g}{nucleus}_m{max_new_tokens}{tag}.jsonl"
 
 
 def judge_prompt_hash(judge_id: str) -> str:

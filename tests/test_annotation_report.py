@@ -77,6 +77,7 @@ def test_group_without_pairs_has_no_length_rows():
 def test_each_sampling_setting_has_its_own_samples_file():
     assert samples_file_name(4, 1.2, 160) == "samples_k4_t1.2_m160.jsonl"
     assert samples_file_name(4, 0.7, 160) == "samples_k4_t0.7_m160.jsonl"
+    assert samples_file_name(4, 1.2, 160, top_p=0.9) == "samples_k4_t1.2_p0.9_m160.jsonl"
     assert samples_file_name(4, 1.2, 160, " ", "") == "samples_k4_t1.2_m160.jsonl"  # blank = the default mixes
     names = {samples_file_name(4, 1.2, 160, "describe=1", ""), samples_file_name(4, 1.2, 160, "", "describe=1"),
              samples_file_name(4, 1.2, 160, "describe=1", "describe=1")}
