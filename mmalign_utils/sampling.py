@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from mmalign_utils.world.datasets import scene_seed
-from mmalign_utils.world.qa import CHART_FAMILIES, SHAPES_FAMILIES, QAItem, make_items
+from mmalign_utils.world.qa import CHART_FAMILIES as QA_CHART_FAMILIES
+from mmalign_utils.world.qa import SHAPES_FAMILIES, QAItem, make_items
 
 # Scene indices of the held-out split used for preference prompts. Evaluation sets take indices from 0, so
 # starting far above keeps the preference images apart from them.
@@ -44,8 +45,10 @@ LRV_MIX: dict[str, float] = {"existence": 0.25, "lrv_instruction": 0.2, "describ
                              "relation": 0.1, "count": 0.1}
 # The SciGraphQA-like half: single questions about a chart, and chart descriptions.
 CHART_MIX: dict[str, float] = {"chart": 0.6, "describe": 0.4}
-# What the notebook's `lrv_mix` / `chart_mix` parameters may name (`parse_mix`).
-LRV_FAMILIES: tuple[str, ...] = (*SHAPES_FAMILIES, "lrv_instruction")
+# What the notebook's `lrv_mix` / `chart_mix` parameters may name (`parse_mix`): single-question families (a
+# prompt is one question; the multi-turn "conversation" family has no one-question form the oracle can rate).
+LRV_MIX_FAMILIES: tuple[str, ...] = (*(f for f in SHAPES_FAMILIES if f != "conversation"), "lrv_instruction")
+CHART_MIX_FAMILIES: tuple[str, ...] = tuple(f for f in QA_CHART_FAMILIES if f != "conversation")
 
 
 @dataclass
@@ -444,6 +447,6 @@ def to_annotated_prompts(samples: Sequence[Mapping[str, Any]], annotations: Sequ
     return out
 
 
-__all__ = ["CHART_FAMILIES", "CHART_MIX", "LRV_FAMILIES", "LRV_MIX", "PROMPT_SCENE_OFFSET", "SamplingPrompt",
-           "load_lrv_instruct", "load_scigraphqa", "parse_mix", "read_samples", "self_sample", "shapesworld_prompts",
-           "to_annotated_prompts", "to_annotation_items"]
+__all__ = ["CHART_MIX", "CHART_MIX_FAMILIES", "LRV_MIX", "LRV_MIX_FAMILIES", "PROMPT_SCENE_OFFSET",
+           "SamplingPrompt", "load_lrv_instruct", "load_scigraphqa", "parse_mix", "read_samples", "self_sample",
+           "shapesworld_prompts", "to_annotated_prompts", "to_annotation_items"]

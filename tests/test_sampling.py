@@ -11,8 +11,8 @@ from PIL import Image
 import mmalign_utils.generate as generate_module
 from mmalign_utils.preference import AnnotatedPrompt
 from mmalign_utils.sampling import (
-    CHART_FAMILIES, CHART_MIX, LRV_FAMILIES, LRV_MIX, PROMPT_SCENE_OFFSET, load_lrv_instruct, load_scigraphqa, parse_mix,
-    read_samples, self_sample, shapesworld_prompts, to_annotated_prompts, to_annotation_items,
+    CHART_MIX, CHART_MIX_FAMILIES, LRV_MIX, LRV_MIX_FAMILIES, PROMPT_SCENE_OFFSET, load_lrv_instruct, load_scigraphqa,
+    parse_mix, read_samples, self_sample, shapesworld_prompts, to_annotated_prompts, to_annotation_items,
 )
 from mmalign_utils.world.datasets import scene_seed
 
@@ -60,15 +60,15 @@ def test_shapesworld_prompts_are_deterministic_and_mix_the_paper_sources():
 
 
 def test_parse_mix_reads_weights_and_names_the_bad_part():
-    assert parse_mix("", LRV_MIX, LRV_FAMILIES) == LRV_MIX
-    assert parse_mix(" describe=3, lrv_instruction=1 ", LRV_MIX, LRV_FAMILIES) == {"describe": 3.0,
+    assert parse_mix("", LRV_MIX, LRV_MIX_FAMILIES) == LRV_MIX
+    assert parse_mix(" describe=3, lrv_instruction=1 ", LRV_MIX, LRV_MIX_FAMILIES) == {"describe": 3.0,
                                                                                   "lrv_instruction": 1.0}
-    assert parse_mix("describe=1", CHART_MIX, CHART_FAMILIES) == {"describe": 1.0}
+    assert parse_mix("describe=1", CHART_MIX, CHART_MIX_FAMILIES) == {"describe": 1.0}
     for bad, why in (("describe", "name=weight"), ("pie=1", "unknown family 'pie'"), ("describe=x", "not a number"),
                      ("describe=1,describe=2", "appears twice"), ("describe=0", "sum to 0"),
-                     ("lrv_instruction=1", "unknown family")):
+                     ("lrv_instruction=1", "unknown family"), ("conversation=1", "unknown family")):
         with pytest.raises(ValueError, match=why):
-            parse_mix(bad, CHART_MIX, CHART_FAMILIES)
+            parse_mix(bad, CHART_MIX, CHART_MIX_FAMILIES)
 
 
 def test_shapesworld_prompts_follow_a_given_mix():
