@@ -487,8 +487,8 @@ __all__ = [
     "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
     "keeps_bf16_activations", "language_model_linear_names", "load_model_for_training", "load_train_dataset",
     "lora_target_regex", "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype",
-    "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs", "set_lora_input_casting",
-    "train_and_save", "trainable_summary", "training_arguments", "training_attention", "training_speedups",
-    "unfreeze_projector_outside_peft",
+    "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs",
+    "set_lora_input_casting", "train_and_save", "trainable_summary", "training_arguments", "training_attention",
+    "training_speedups", "unfreeze_projector_outside_peft",
 ]
 
