@@ -83,10 +83,15 @@ def dataset_name(method: str, data_fraction: float = 1.0, flip_fraction: float =
 
 
 def preference_dataset(ctx, name: str) -> Path:
-    """The folder of notebook 02's training set `name` under <variant>/preference/, or a clear error."""
+    """The folder of notebook 02's training set `name` under <variant>/preference/ of the run's artifacts folder
+    or, for a sweep run, of the sweep's root (RunContext.input_dirs); else a clear error."""
+    def saved(folder: Path) -> bool:
+        return (folder / "dataset_info.json").is_file() or (folder / "state.json").is_file()
+
+    found = ctx.find_input("preference", name, exists=saved)  # this run's folder, then a sweep's root
+    if found is not None:
+        return found
     path = Path(ctx.artifacts_dir) / ctx.variant / "preference" / name  # not shared_path: a lookup makes no folders
-    if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-        return path
     root = path.parent
     saved = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if name == "sft_judge":
@@ -542,7 +547,7 @@ def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | No
                         name: str | None = None, progress: bool = True) -> list[ResultRow]:
     """The starting MLLM evaluated like the aligned models (`evaluate_aligned`), once per artifacts directory,
     settings, seed and model build: the first call evaluates it and appends its rows to results.csv; later calls
-    (other notebooks, reruns) read the cached rows and append nothing."""
+    (other notebooks, reruns, sweep runs below that directory) read the cached rows and append nothing."""
     from mmalign_utils.models import load_mllm
     from mmalign_utils.results import append_results
 
@@ -550,9 +555,10 @@ def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | No
     name = name or ctx.spec.mllm
     key = hashlib.sha256(f"{settings.key()}|{ctx.seed}|{_model_stamp(model_path)}".encode()).hexdigest()[:12]
     cache = eval_dir(ctx, name) / f"rows-{key}.csv"
-    if cache.is_file():
-        print(f"[mmalign] {name}: reusing its evaluation from {cache}")
-        return _rows_from_frame(pd.read_csv(cache))
+    found = ctx.find_input("eval", folder_name(name), cache.name)  # a sweep run reuses its root's evaluation
+    if found is not None:
+        print(f"[mmalign] {name}: reusing its evaluation from {found}")
+        return _rows_from_frame(pd.read_csv(found))
     model, processor = load_mllm(model_path, dtype=ctx.spec.torch_dtype, device=ctx.spec.device)
     rows = evaluate_aligned(ctx, model, processor, name, settings, progress=progress)
     del model

@@ -199,11 +199,14 @@ def sweep_folder(params: dict) -> str:
 
 def cmd_sweep(args) -> int:
     """Run notebooks once per grid combination, each in {artifacts}/sweeps/<name=value,...>/; notebook 07 collects
-    every results.csv below the artifacts directory."""
+    every results.csv below the artifacts directory. A run reads the inputs it lacks (the toy LLaVA, notebook
+    02's datasets) from the artifacts directory itself (RunContext.input_dirs)."""
+    from mmalign_utils.config import SWEEPS_FOLDER
+
     notebooks = [resolve_notebook(n) for n in args.notebooks]
     base = _params_from_args(args)
     runs = sweep_runs(args.grid or [])
-    root = Path(args.artifacts_dir) / "sweeps"
+    root = Path(args.artifacts_dir) / SWEEPS_FOLDER  # RunContext.input_dirs reads the root's inputs from there
     for i, params in enumerate(runs, 1):
         out = root / sweep_folder(params)
         print(f"[mmalign] sweep run {i}/{len(runs)}: {params} -> {out}", flush=True)

@@ -14,6 +14,8 @@ from typing import Literal
 
 ProfileName = Literal["toy", "paper"]
 
+SWEEPS_FOLDER = "sweeps"  # `mmalign sweep` runs each combination in {artifacts}/sweeps/<name=value,...>/
+
 
 @dataclass(frozen=True)
 class ProfileSpec:
@@ -109,6 +111,33 @@ class RunContext:
     def shared_path(self, *parts: str) -> Path:
         """A path under the variant's shared folder: models and datasets reused by later notebooks."""
         return self.path(self.variant, *parts)
+
+    @property
+    def input_dirs(self) -> list[Path]:
+        """The artifacts folders searched for inputs that earlier steps made (the toy LLaVA, notebook 02's
+        datasets, the starting model's cached evaluation), nearest first: this run's folder and, for a sweep run
+        (`{root}/sweeps/<name=value,...>/`, made by `mmalign sweep`), the root the sweep was started from. A
+        sweep of notebook 05 over beta thus trains on the root's toy LLaVA and datasets instead of rebuilding
+        the toy LLaVA (hours) in every sweep folder; a sweep that includes notebook 02 finds its own datasets
+        first. Outputs always go to this run's folder."""
+        dirs = [self.artifacts_dir]
+        if self.artifacts_dir.parent.name == SWEEPS_FOLDER:
+            dirs.append(self.artifacts_dir.parent.parent)
+        return dirs
+
+    def find_input(self, *parts: str, exists=None) -> Path | None:
+        """The first `{input dir}/{variant}/{parts}` that exists (or for which `exists(path)` is true), nearest
+        first (`input_dirs`); None when no input dir holds it. Makes no folders."""
+        for root in self.input_dirs:
+            candidate = root.joinpath(self.variant, *parts)
+            if (exists(candidate) if exists is not None else candidate.exists()):
+                return candidate
+        return None
+
+    def input_home(self, *parts: str) -> Path:
+        """Where an input that no input dir holds yet is made: the sweep's root for a sweep run (so that the
+        sweep's other runs reuse it), else this run's folder."""
+        return self.input_dirs[-1].joinpath(self.variant, *parts)
 
     @property
     def results_csv(self) -> Path:

@@ -218,11 +218,17 @@ def smoke_settings(recipe: Recipe) -> Recipe:
 
 def recipe_for_run(method: str, ctx: Any, **overrides: Any) -> Recipe:
     """The method's recipe for a notebook's RunContext: its profile, seed and smoke flag, and paths under its
-    artifacts (model: the VIT'd toy LLaVA or the profile's MLLM; data: <variant>/preference/<method> (where notebook 02 saves it); output:
-    <variant>/runs/<method>). `overrides` are dotted keys, as on the command line."""
-    model = str(ctx.shared_path("toy_llava", "model")) if ctx.profile == "toy" else ctx.spec.mllm
+    artifacts (model: the VIT'd toy LLaVA or the profile's MLLM; data: <variant>/preference/<method>, where
+    notebook 02 saves it; both looked up in RunContext.input_dirs; output: <variant>/runs/<method>). `overrides` are dotted keys, as on the command line."""
+    if ctx.profile == "toy":
+        from mmalign_utils.train.vit import toy_llava_dir
+
+        model = str(toy_llava_dir(ctx) / "model")  # a sweep run's root build when its own folder has none
+    else:
+        model = ctx.spec.mllm
+    train_data = ctx.find_input("preference", method) or ctx.shared_path("preference", method)
     data = {"method": method, "profile": ctx.profile, "seed": ctx.seed, "smoke": ctx.smoke, "model": model,
-            "train_data": str(ctx.shared_path("preference", method)), "output_dir": str(ctx.shared_path("runs", method))}
+            "train_data": str(train_data), "output_dir": str(ctx.shared_path("runs", method))}
     return recipe_from_dict(data, overrides)
 
 

@@ -596,21 +596,35 @@ def _reading_curve(processor, cfg: VITConfig, image_size: int, progress: bool):
     return on_step
 
 
+def _finished_build(folder: Path) -> bool:
+    return (folder / "report.json").is_file() and (folder / "model").is_dir()
+
+
+def toy_llava_dir(ctx) -> Path:
+    """The folder of the run's toy LLaVA (model/ and report.json): the nearest finished build among the run's
+    input dirs (its own artifacts folder, then a sweep's root: RunContext.input_dirs), else where it will be
+    built (RunContext.input_home)."""
+    found = ctx.find_input("toy_llava", exists=_finished_build)
+    return found if found is not None else ctx.input_home("toy_llava")
+
+
 def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, rebuild: bool = False
                      ) -> tuple[Path, dict]:
-    """The run's toy LLaVA: reuse it from {artifacts}/{variant}/toy_llava if present, else build it."""
-    out_dir = ctx.shared_path("toy_llava")
+    """The run's toy LLaVA: reuse the finished build at `toy_llava_dir(ctx)` ({artifacts}/{variant}/toy_llava, or
+    a sweep root's), else build it there, resuming a half-finished build's checkpoints."""
+    out_dir = ctx.input_home("toy_llava") if rebuild else toy_llava_dir(ctx)
     report_path = out_dir / "report.json"
-    if report_path.exists() and (out_dir / "model").exists() and not rebuild:
+    if _finished_build(out_dir) and not rebuild:
         print(f"[mmalign] reusing the toy LLaVA at {out_dir} (delete it or pass rebuild=True to retrain)")
         return out_dir / "model", json.loads(report_path.read_text())
     if cfg is None:
         cfg = VITConfig.smoke() if ctx.smoke else VITConfig()
         cfg.seed = ctx.seed
         cfg.vision.seed = ctx.seed
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    report = build_toy_llava(tmp, cfg, progress, longform_cache=ctx.shared_path("vit_longform.jsonl"),
-                             text_cache=ctx.shared_path("vit_text_answers.jsonl"))
+    report = build_toy_llava(tmp, cfg, progress, longform_cache=out_dir.parent / "vit_longform.jsonl",
+                             text_cache=out_dir.parent / "vit_text_answers.jsonl")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)  # only a finished build is ever reused
