@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -226,6 +227,91 @@ class OrderRecorder:
     def __call__(self, examples):
         self.batches.append([e["prompt"][0]["content"][-1]["text"] for e in examples])
         return self.collator(examples)
+
+
+def crash_at(step: int):
+    """A TrainerCallback that kills the run at `step`, as a closed session does."""
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt(f"crash at step {step}")
+
+    return Crash()
+
+
+def test_a_rerun_of_the_same_recipe_goes_on_from_its_checkpoint(tmp_path, capsys):
+    # resume_from_checkpoint "auto" (the default): a notebook rerun after a crash continues where it stopped;
+    # another recipe in the same folder starts afresh and does not resume from the first one's checkpoints.
+    from mmalign_utils.train.peft_setup import RUN_RECIPE_FILE, train_and_save
+
+    dataset = tiny_data("dpo", 5)
+    recipe = tiny_recipe("dpo", tmp_path / "run")
+    recipe = dataclasses.replace(recipe, save_steps=2, save_total_limit=None)
+    recipe.optim = dataclasses.replace(recipe.optim, max_steps=5)
+    assert recipe.resume_from_checkpoint == "auto"
+
+    model, processor = build_tiny_llava()
+    crashing = build_trainer("dpo", recipe, model, processor, dataset)
+    crashing.add_callback(crash_at(3))
+    with pytest.raises(KeyboardInterrupt):
+        train_and_save(crashing, processor, recipe, save=False)
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (tmp_path / "run" / RUN_RECIPE_FILE).is_file()
+
+    model, processor = build_tiny_llava()
+    rerun = build_trainer("dpo", recipe, model, processor, dataset)
+    result = train_and_save(rerun, processor, recipe, save=False)
+    assert f"resuming from {tmp_path / 'run' / 'checkpoint-2'}" in capsys.readouterr().out
+    assert rerun.state.global_step == 5
+    logged = {h["step"]: h["loss"] for h in result.log_history if "loss" in h and "train_loss" not in h}
+    assert list(logged) == [1, 2, 3, 4, 5]  # 1-2 from the checkpoint's trainer state
+    # the whole run's mean loss, not the Trainer's mean over the 3 steps trained in this sitting
+    assert result.metrics["train_loss"] == pytest.approx(sum(logged.values()) / 5)
+    assert result.metrics["resumed_from"] == str(tmp_path / "run" / "checkpoint-2")
+
+    left = sorted((p.name for p in (tmp_path / "run").glob("checkpoint-*")), key=lambda n: int(n.split("-")[1]))
+    assert left[:2] == ["checkpoint-2", "checkpoint-4"]
+    other = dataclasses.replace(recipe, seed=recipe.seed + 1)
+    model, processor = build_tiny_llava()
+    fresh = build_trainer("dpo", other, model, processor, dataset)
+    train_and_save(fresh, processor, other, save=False)
+    out = capsys.readouterr().out
+    assert "[mmalign] resuming from" not in out
+    assert f"removed {len(left)} checkpoint(s) of an earlier run ({', '.join(left)})" in out
+    assert fresh.state.global_step == 5
+
+
+def test_logged_mean_loss_weights_each_logging_window_by_its_steps():
+    from mmalign_utils.train.peft_setup import logged_mean_loss
+
+    history = [{"loss": 1.0, "step": 5}, {"loss": 0.5, "step": 10}, {"loss": 0.2, "step": 12},
+               {"eval_loss": 9.0, "step": 12}, {"train_loss": 0.7, "step": 12}]
+    assert logged_mean_loss(history) == pytest.approx((1.0 * 5 + 0.5 * 5 + 0.2 * 2) / 12)
+    assert math.isnan(logged_mean_loss([{"train_loss": 0.7, "step": 3}]))  # nothing logged per step
+
+
+def test_auto_resume_needs_the_same_recipe_model_and_data(tmp_path):
+    from mmalign_utils.train.peft_setup import checkpoint_to_resume, mark_run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.json").write_text('{"_fingerprint": "a"}')
+    recipe = dataclasses.replace(tiny_recipe("dpo", tmp_path / "run"), train_data=str(data))
+    assert checkpoint_to_resume(recipe) is None  # nothing there yet
+    (tmp_path / "run" / "checkpoint-4").mkdir(parents=True)
+    assert checkpoint_to_resume(recipe) is None  # checkpoints of unknown origin are not resumed
+    mark_run(recipe, resuming=None)
+    assert not (tmp_path / "run" / "checkpoint-4").exists()  # removed: not this recipe's
+    for step in (2, 10):
+        (tmp_path / "run" / f"checkpoint-{step}").mkdir()
+    assert checkpoint_to_resume(recipe) == str(tmp_path / "run" / "checkpoint-10")  # the newest step, not "2" > "10"
+    assert checkpoint_to_resume(dataclasses.replace(recipe, resume_from_checkpoint=None)) is None
+    changed = dataclasses.replace(recipe, dpo=dataclasses.replace(recipe.dpo, beta=0.5))
+    assert checkpoint_to_resume(changed) is None
+    (data / "state.json").write_text('{"_fingerprint": "rewritten by another notebook 02 run"}')
+    assert checkpoint_to_resume(recipe) is None
 
 
 def test_resume_continues_at_the_right_step_with_the_same_data_order(tmp_path):

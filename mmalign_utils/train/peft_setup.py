@@ -216,14 +216,52 @@ def training_arguments(recipe: Recipe) -> dict[str, Any]:
     }
 
 
+RUN_RECIPE_FILE = "run_recipe.yaml"  # the recipe that wrote the checkpoint-* folders beside it
+
+
+def _checkpoints(output_dir: str | Path) -> list[Path]:
+    """The Trainer's checkpoint-N folders under output_dir, oldest step first."""
+    def step(path: Path) -> int:
+        tail = path.name.split("-")[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    return sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir()), key=step)
+
+
+def _input_stamp(path: str) -> str:
+    """Changes when a model or dataset folder is rewritten (its weight / data files' names, sizes and times); a
+    hub id or a synthetic dataset spec stands for itself."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    files = sorted(f for pattern in ("*.safetensors", "*.arrow", "*.json") for f in folder.glob(pattern))
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
+def _run_identity(recipe: Recipe) -> str:
+    """The recipe as YAML without the resume setting, plus stamps of its starting model and training data: two
+    runs with the same identity train the same way (a rerun of notebook 02 that rewrote the data is another)."""
+    import dataclasses
+
+    from mmalign_utils.train.recipes import dump_recipe
+
+    stamps = f"# model files: {_input_stamp(recipe.model)}\n# data files: {_input_stamp(recipe.train_data)}\n"
+    return dump_recipe(dataclasses.replace(recipe, resume_from_checkpoint=None)) + stamps
+
+
 def checkpoint_to_resume(recipe: Recipe) -> str | None:
-    """The checkpoint folder to resume from: the recipe's, or the newest under output_dir for "latest"."""
+    """The checkpoint folder to resume from: the recipe's; the newest under output_dir for "latest"; for "auto"
+    the newest under output_dir when `run_recipe.yaml` there shows that this same recipe wrote it (a notebook
+    rerun after a crash or a closed session goes on where it stopped), else None (a fresh start)."""
     value = recipe.resume_from_checkpoint
     if value is None:
         return None
-    if value == "latest":
-        checkpoints = sorted(Path(recipe.output_dir).glob("checkpoint-*"),
-                             key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    if value in ("latest", "auto"):
+        checkpoints = _checkpoints(recipe.output_dir)
+        if value == "auto":
+            written_by = Path(recipe.output_dir) / RUN_RECIPE_FILE
+            same = written_by.is_file() and written_by.read_text(encoding="utf-8") == _run_identity(recipe)
+            return str(checkpoints[-1]) if checkpoints and same else None
         if not checkpoints:
             raise FileNotFoundError(
                 f"resume_from_checkpoint 'latest': no checkpoint-* folder under {recipe.output_dir}")
@@ -231,6 +269,25 @@ def checkpoint_to_resume(recipe: Recipe) -> str | None:
     if not (Path(value) / "trainer_state.json").is_file():
         raise FileNotFoundError(f"resume_from_checkpoint {value}: not a Trainer checkpoint (no trainer_state.json)")
     return value
+
+
+def mark_run(recipe: Recipe, resuming: str | None) -> None:
+    """Before training: record which recipe writes the checkpoints in output_dir (`run_recipe.yaml`). A fresh
+    start removes checkpoints that another recipe left there, so that "auto" never resumes from them."""
+    import shutil
+
+    output_dir = Path(recipe.output_dir)
+    if resuming is None:
+        stale = _checkpoints(output_dir)
+        for folder in stale:
+            shutil.rmtree(folder)
+        if stale:
+            print(f"[mmalign] {output_dir}: removed {len(stale)} checkpoint(s) of an earlier run "
+                  f"({', '.join(p.name for p in stale)}); this run starts afresh")
+    else:
+        print(f"[mmalign] resuming from {resuming}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_RECIPE_FILE).write_text(_run_identity(recipe), encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -469,12 +526,32 @@ def save_run_outputs(trainer, processor, recipe: Recipe) -> dict[str, str]:
     return paths
 
 
+def logged_mean_loss(log_history: list[dict]) -> float:
+    """The training loss averaged over the logged steps: each logged loss (the mean of its logging window)
+    weighted by its window's length in steps; NaN when nothing was logged."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "train_loss" not in entry:
+            width = int(entry["step"]) - previous
+            total, steps, previous = total + float(entry["loss"]) * width, steps + width, int(entry["step"])
+    return total / steps if steps else float("nan")
+
+
 def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> RunResult:
-    """Train (resuming from the recipe's checkpoint if any), collect the run's metrics and, with `save`, write the
-    adapter and the merged model: the common tail of every recipe."""
+    """Train (resuming from a checkpoint if the recipe asks: checkpoint_to_resume), collect the run's metrics and,
+    with `save`, write the adapter and the merged model: the common tail of every recipe."""
+    resuming = checkpoint_to_resume(recipe)
+    if trainer.accelerator.is_main_process:
+        mark_run(recipe, resuming)
     with training_speedups(trainer, recipe.hardware.saved_activations):
-        train_output = trainer.train(resume_from_checkpoint=checkpoint_to_resume(recipe))
-    result = RunResult(output_dir=recipe.output_dir, metrics=dict(train_output.metrics),
+        train_output = trainer.train(resume_from_checkpoint=resuming)
+    metrics = dict(train_output.metrics)
+    if resuming is not None:
+        # The Trainer averages train_loss over the steps of this sitting only (0 when the checkpoint was the last
+        # step); the whole run's average comes from the logged losses, which the checkpoint carried over.
+        metrics["train_loss"] = logged_mean_loss(trainer.state.log_history)
+        metrics["resumed_from"] = resuming
+    result = RunResult(output_dir=recipe.output_dir, metrics=metrics,
                        log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
                        trainer=trainer)
     if save:
@@ -483,12 +560,12 @@ def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> Run
 
 
 __all__ = [
-    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "VISION_KEY", "ProjectorLRMixin", "RunResult",
-    "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable", "is_sharded",
-    "keeps_bf16_activations", "language_model_linear_names", "load_model_for_training", "load_train_dataset",
-    "lora_target_regex", "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype",
-    "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs",
-    "set_lora_input_casting", "train_and_save", "trainable_summary", "training_arguments", "training_attention",
-    "training_speedups", "unfreeze_projector_outside_peft",
+    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "RUN_RECIPE_FILE", "VISION_KEY", "ProjectorLRMixin",
+    "RunResult", "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable",
+    "is_sharded", "keeps_bf16_activations", "language_model_linear_names", "load_model_for_training",
+    "load_train_dataset", "logged_mean_loss", "lora_target_regex", "mark_run", "merge_in_fp32",
+    "outside_trainables", "param_groups", "resolve_merged_dtype", "resolve_precision", "resolve_weights_dtype",
+    "save_adapter_and_merged", "save_run_outputs", "set_lora_input_casting", "train_and_save", "trainable_summary",
+    "training_arguments", "training_attention", "training_speedups", "unfreeze_projector_outside_peft",
 ]
 

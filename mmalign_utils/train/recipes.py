@@ -134,7 +134,9 @@ class Recipe:
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest" for the newest under output_dir
+    # "auto": go on from the newest checkpoint under output_dir if this same recipe (and model and data) wrote it,
+    # else start afresh; "latest": the newest checkpoint in any case; a checkpoint folder; None: start afresh
+    resume_from_checkpoint: str | None = "auto"
     max_train_samples: int | None = None  # keep the first n rows (smoke runs, scaling studies)
     smoke: bool = False  # at run time: at most 8 rows and 2 steps of 2; checks that the recipe runs, not what it learns
     save_merged: bool = True  # also write the LoRA-merged model (loadable with AutoModelForImageTextToText)
