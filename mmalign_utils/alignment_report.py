@@ -465,8 +465,25 @@ def eval_dir(ctx, model_name: str) -> Path:
     return path
 
 
+def weights_digest(model_path: str | Path) -> str:
+    """SHA-256 of a saved model's weight files (a hub id or a missing path stands for itself). Content, not
+    times: a resumed run that trains nothing more saves the same merged weights again, and keeps its cache."""
+    path = Path(model_path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        return str(model_path)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | None = None,
-                     steer: Mapping[str, int] | None = None, progress: bool = True) -> list[ResultRow]:
+                     steer: Mapping[str, int] | None = None, progress: bool = True,
+                     model_path: str | Path | None = None) -> list[ResultRow]:
     """Answer the held-out text suite and the offline ShapesWorld editions; return their results.csv rows.
 
     Text suite (greedy, notebook 01's way): rows benchmark "text-suite", split "text" (prompt/instruction strict
@@ -476,6 +493,10 @@ def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | 
     `steer` asks every question with these SteerLM attributes (SteeredProcessor). The answers are saved under
     eval_dir(ctx, name), the text-suite table also where notebook 07 reads it (report.save_text_per_prompt); the
     rows are returned, not appended (the notebook appends them).
+
+    With `model_path` (the folder `model` was loaded from) the rows are also cached under eval_dir, keyed by the
+    settings, seed, SteerLM attributes and the weights' content (`weights_digest`): rerunning a finished notebook
+    reads them back instead of answering everything again.
     """
     from mmalign_utils import degradation as deg
     from mmalign_utils.bench.shapes.editions import get_edition
@@ -484,6 +505,13 @@ def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | 
     from mmalign_utils.textsuite import load_text_suite
 
     settings = settings or eval_settings(ctx)
+    cache = None
+    if model_path is not None:
+        key = f"{settings.key()}|{ctx.seed}|{sorted((steer or {}).items())}|{weights_digest(model_path)}"
+        cache = eval_dir(ctx, name) / f"aligned-rows-{hashlib.sha256(key.encode()).hexdigest()[:12]}.csv"
+        if cache.is_file():
+            print(f"[mmalign] {name}: reusing its evaluation from {cache} (the same weights, settings and seed)")
+            return _rows_from_frame(pd.read_csv(cache))
     if steer is not None:
         processor = SteeredProcessor(processor, steer)
     prompts = load_text_suite("heldout")
@@ -517,6 +545,8 @@ def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | 
     saved = {edition: {str(k): v for k, v in result["answers"].items()} for edition, result in scores.items()}
     (folder / "answers.json").write_text(json.dumps(saved, indent=1, default=str))
     (folder / "settings.json").write_text(json.dumps({**asdict(settings), "steer": dict(steer or {})}, indent=1))
+    if cache is not None:
+        pd.DataFrame([asdict(r) for r in rows]).to_csv(cache, index=False)
     return rows
 
 
@@ -801,5 +831,5 @@ __all__ = [
     "parse_attributes", "parse_overrides", "percent_of", "plot_comparison", "plot_dpo_curves",
     "plot_reference_logps", "plot_sft_curves", "plot_sweep", "preference_dataset", "release", "rows_trained",
     "save_training_log", "starting_model_rows", "sweep_rows", "text_answers", "text_sweep_set", "training_rows",
-    "visual_editions",
+    "visual_editions", "weights_digest",
 ]

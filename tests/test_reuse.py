@@ -1,7 +1,8 @@
-"""A sweep run (`{root}/sweeps/<name=value,...>/`) reads the inputs it lacks from the root it was started from:
-the toy LLaVA, notebook 02's datasets and the starting model's cached evaluation; what it makes stays in its own
-folder. Without this every run of `mmalign sweep 05 --grid beta ...` rebuilt the toy LLaVA (hours) in its own
-folder and then stopped for want of notebook 02's datasets."""
+"""What a run reuses instead of redoing. A sweep run (`{root}/sweeps/<name=value,...>/`) reads the inputs it lacks
+from the root it was started from: the toy LLaVA, notebook 02's datasets and the starting model's cached
+evaluation; what it makes stays in its own folder (before, every run of `mmalign sweep 05 --grid beta ...` rebuilt
+the toy LLaVA, hours, in its own folder and then stopped for want of notebook 02's datasets). A rerun of a finished
+alignment notebook reads its aligned model's evaluation back while the weights are the same."""
 import json
 import pytest
 
@@ -121,3 +122,35 @@ def test_a_sweep_run_reuses_the_roots_evaluation_of_the_starting_model(root, mon
     other_seed = RunContext(smoke=True, seed=1, artifacts_dir=root / SWEEPS_FOLDER / "beta=0.3,seed=1")
     ar.starting_model_rows(other_seed, "hub/model-id")
     assert evaluated == [root, other_seed.artifacts_dir]  # another seed is another evaluation
+
+
+def test_a_rerun_reads_an_aligned_models_evaluation_back_while_its_weights_are_the_same(root, monkeypatch):
+    from mmalign_utils import degradation
+    from mmalign_utils.bench.shapes import runner
+
+    answered = []
+
+    def fake_answers(model, processor, prompts, **kwargs):
+        answered.append(len(prompts))
+        return ["A short answer about the topic." for _ in prompts]
+
+    monkeypatch.setattr(degradation, "answer_text_suite", fake_answers)
+    monkeypatch.setattr(runner, "evaluate", lambda *args, **kwargs: {})
+    ctx = RunContext(smoke=True, artifacts_dir=root, notebook="05_dpo")
+    merged = root / "merged"
+    merged.mkdir(parents=True)
+    (merged / "model.safetensors").write_bytes(b"weights one")
+    first = ar.evaluate_aligned(ctx, None, None, "toy-llava-dpo", model_path=merged)
+    assert answered == [8]  # smoke: 8 text prompts
+    (merged / "model.safetensors").write_bytes(b"weights one")  # saved again, same content: a newer file time
+    again = ar.evaluate_aligned(ctx, None, None, "toy-llava-dpo", model_path=merged)
+    assert answered == [8]
+    assert [(r.metric, r.value) for r in again] == [(r.metric, r.value) for r in first] and len(first) > 3
+    ar.evaluate_aligned(RunContext(smoke=True, seed=1, artifacts_dir=root, notebook="05_dpo"), None, None,
+                        "toy-llava-dpo", model_path=merged)
+    assert answered == [8, 8]  # another seed
+    (merged / "model.safetensors").write_bytes(b"weights two")
+    ar.evaluate_aligned(ctx, None, None, "toy-llava-dpo", model_path=merged)
+    assert answered == [8, 8, 8]  # retrained weights
+    ar.evaluate_aligned(ctx, None, None, "toy-llava-dpo")
+    assert answered == [8, 8, 8, 8]  # no model_path: nothing cached
