@@ -72,7 +72,8 @@ def test_a_sweep_run_reuses_the_roots_toy_llava_instead_of_building(root, sweep_
     # a build of the run's own comes first
     _finished_build(sweep_ctx.artifacts_dir / "toy-smoke" / "toy_llava", 0.5)
     path, report = vit.ensure_toy_llava(sweep_ctx)
-    assert path == sweep_ctx.artifacts_dir / "toy-smoke" / "toy_llava" / "model" and report["vqa"]["accuracy_shapes"] == 0.5
+    assert path == sweep_ctx.artifacts_dir / "toy-smoke" / "toy_llava" / "model"
+    assert report["vqa"]["accuracy_shapes"] == 0.5
 
 
 def test_a_sweep_run_without_any_build_builds_it_in_the_root(root, sweep_ctx, monkeypatch):

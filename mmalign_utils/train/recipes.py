@@ -221,7 +221,8 @@ def smoke_settings(recipe: Recipe) -> Recipe:
 def recipe_for_run(method: str, ctx: Any, **overrides: Any) -> Recipe:
     """The method's recipe for a notebook's RunContext: its profile, seed and smoke flag, and paths under its
     artifacts (model: the VIT'd toy LLaVA or the profile's MLLM; data: <variant>/preference/<method>, where
-    notebook 02 saves it; both looked up in RunContext.input_dirs; output: <variant>/runs/<method>). `overrides` are dotted keys, as on the command line."""
+    notebook 02 saves it; both looked up in RunContext.input_dirs; output: <variant>/runs/<method>).
+    `overrides` are dotted keys, as on the command line."""
     if ctx.profile == "toy":
         from mmalign_utils.train.vit import toy_llava_dir
 
