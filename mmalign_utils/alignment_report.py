@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mmalign_utils.results import RESULT_COLUMNS, ResultRow
+from mmalign_utils.stamps import folder_stamp, is_saved_dataset, weights_digest
 
 METHOD_SUFFIX = {"sft": "sft", "rejection_sampling": "rs", "steerlm": "steerlm", "dpo": "dpo"}
 # Settings equal to these are left out of a model's name (the paper's recipe is the unnamed run).
@@ -85,10 +86,7 @@ def dataset_name(method: str, data_fraction: float = 1.0, flip_fraction: float =
 def preference_dataset(ctx, name: str) -> Path:
     """The folder of notebook 02's training set `name` under <variant>/preference/ of the run's artifacts folder
     or, for a sweep run, of the sweep's root (RunContext.input_dirs); else a clear error."""
-    def saved(folder: Path) -> bool:
-        return (folder / "dataset_info.json").is_file() or (folder / "state.json").is_file()
-
-    found = ctx.find_input("preference", name, exists=saved)  # this run's folder, then a sweep's root
+    found = ctx.find_input("preference", name, exists=is_saved_dataset)  # this run's folder, then a sweep's root
     if found is not None:
         return found
     path = Path(ctx.artifacts_dir) / ctx.variant / "preference" / name  # not shared_path: a lookup makes no folders
@@ -465,22 +463,6 @@ def eval_dir(ctx, model_name: str) -> Path:
     return path
 
 
-def weights_digest(model_path: str | Path) -> str:
-    """SHA-256 of a saved model's weight files (a hub id or a missing path stands for itself). Content, not
-    times: a resumed run that trains nothing more saves the same merged weights again, and keeps its cache."""
-    path = Path(model_path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files:
-        return str(model_path)
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def evaluate_aligned(ctx, model, processor, name: str, settings: EvalSettings | None = None,
                      steer: Mapping[str, int] | None = None, progress: bool = True,
                      model_path: str | Path | None = None) -> list[ResultRow]:
@@ -564,15 +546,6 @@ def _rows_from_frame(frame: pd.DataFrame) -> list[ResultRow]:
     return rows
 
 
-def _model_stamp(model_path: str | Path) -> str:
-    """Changes when the model folder is rebuilt (weights' size and modification time)."""
-    path = Path(model_path)
-    if not path.exists():
-        return str(model_path)  # a hub id
-    files = sorted(path.glob("*.safetensors")) or [path]
-    return ";".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
-
-
 def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | None = None,
                         name: str | None = None, progress: bool = True) -> list[ResultRow]:
     """The starting MLLM evaluated like the aligned models (`evaluate_aligned`), once per artifacts directory,
@@ -583,7 +556,7 @@ def starting_model_rows(ctx, model_path: str | Path, settings: EvalSettings | No
 
     settings = settings or eval_settings(ctx)
     name = name or ctx.spec.mllm
-    key = hashlib.sha256(f"{settings.key()}|{ctx.seed}|{_model_stamp(model_path)}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{settings.key()}|{ctx.seed}|{folder_stamp(model_path)}".encode()).hexdigest()[:12]
     cache = eval_dir(ctx, name) / f"rows-{key}.csv"
     found = ctx.find_input("eval", folder_name(name), cache.name)  # a sweep run reuses its root's evaluation
     if found is not None:

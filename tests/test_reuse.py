@@ -96,8 +96,12 @@ def test_a_sweep_run_trains_on_the_roots_datasets(root, sweep_ctx):
     with pytest.raises(ar.MissingDatasetError, match="run notebook 02 first"):
         ar.preference_dataset(sweep_ctx, "dpo")
     _saved_dataset(root / "toy-smoke" / "preference" / "dpo")
+    # a folder without a saved dataset in the run's own folder (notebook 02 killed while writing) is passed over by
+    # both lookups alike: the dataset the notebook checks is the one its recipe trains on
+    (sweep_ctx.artifacts_dir / "toy-smoke" / "preference" / "dpo").mkdir(parents=True)
     assert ar.preference_dataset(sweep_ctx, "dpo") == root / "toy-smoke" / "preference" / "dpo"
     assert recipe_for_run("dpo", sweep_ctx).train_data == str(root / "toy-smoke" / "preference" / "dpo")
+    (sweep_ctx.artifacts_dir / "toy-smoke" / "preference" / "dpo").rmdir()
     # a sweep that ran notebook 02 itself (e.g. over temperature) trains on its own datasets
     _saved_dataset(sweep_ctx.artifacts_dir / "toy-smoke" / "preference" / "dpo")
     assert ar.preference_dataset(sweep_ctx, "dpo") == sweep_ctx.artifacts_dir / "toy-smoke" / "preference" / "dpo"

@@ -22,6 +22,7 @@ import torch
 from peft import LoraConfig
 
 from mmalign_utils.precision import cpu_uses_bf16
+from mmalign_utils.stamps import DATASET_FILES, MODEL_FILES, folder_stamp
 from mmalign_utils.train.recipes import SMOKE_ROWS, SMOKE_STEPS, Recipe
 from mmalign_utils.train.saved_activations import bf16_saved_activations
 
@@ -228,16 +229,6 @@ def _checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir()), key=step)
 
 
-def _input_stamp(path: str) -> str:
-    """Changes when a model or dataset folder is rewritten (its weight / data files' names, sizes and times); a
-    hub id or a synthetic dataset spec stands for itself."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return path
-    files = sorted(f for pattern in ("*.safetensors", "*.arrow", "*.json") for f in folder.glob(pattern))
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-
-
 def _run_identity(recipe: Recipe) -> str:
     """The recipe as YAML without the resume setting, plus stamps of its starting model and training data: two
     runs with the same identity train the same way (a rerun of notebook 02 that rewrote the data is another)."""
@@ -245,7 +236,8 @@ def _run_identity(recipe: Recipe) -> str:
 
     from mmalign_utils.train.recipes import dump_recipe
 
-    stamps = f"# model files: {_input_stamp(recipe.model)}\n# data files: {_input_stamp(recipe.train_data)}\n"
+    stamps = (f"# model files: {folder_stamp(recipe.model, MODEL_FILES + ('*.json',))}\n"
+              f"# data files: {folder_stamp(recipe.train_data, DATASET_FILES)}\n")
     return dump_recipe(dataclasses.replace(recipe, resume_from_checkpoint=None)) + stamps
 
 
