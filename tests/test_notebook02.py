@@ -41,7 +41,8 @@ def test_smoke_run_headless(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     shared = artifacts / "toy-smoke"
-    samples = (shared / "samples" / "samples_k4_t1.2_m16.jsonl").read_text().splitlines()
+    # temperature None samples at the toy profile's temperature (0.9, config.PROFILES), not the paper's 1.2
+    samples = (shared / "samples" / "samples_k4_t0.9_m16.jsonl").read_text().splitlines()
     assert len(samples) == 6 and all(len(json.loads(line)["answers"]) == 4 for line in samples)
     for name in ("dpo", "rejection_sampling", "steerlm", "sft", "dpo_images_50", "dpo_flip_25"):
         card = (shared / "preference" / name / "README.md").read_text()
