@@ -31,7 +31,7 @@ def weights_digest(model_path: str | Path) -> str:
     """SHA-256 of a saved model's weight files (a hub id or a folder without weights stands for itself). Content,
     not times: a resumed run that trains nothing more saves the same merged weights again, and keeps its cache."""
     path = Path(model_path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    files = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern)}) if path.is_dir() else []
     if not files:
         return str(model_path)
     digest = hashlib.sha256()
@@ -44,9 +44,10 @@ def weights_digest(model_path: str | Path) -> str:
 
 
 def is_saved_dataset(folder: str | Path) -> bool:
-    """True when `folder` holds a dataset written by `datasets.Dataset.save_to_disk` (or a DatasetDict's)."""
+    """True when `folder` holds a `datasets.Dataset` written by `save_to_disk`. Training sets are single Datasets,
+    so a DatasetDict's folder (dataset_dict.json and one folder per split) is not one."""
     folder = Path(folder)
-    return any((folder / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return any((folder / name).is_file() for name in ("dataset_info.json", "state.json"))
 
 
 __all__ = ["DATASET_FILES", "MODEL_FILES", "folder_stamp", "is_saved_dataset", "weights_digest"]

@@ -40,6 +40,6 @@ def test_is_saved_dataset_knows_save_to_disk_folders(tmp_path):
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"a": [1]})}).save_to_disk(tmp_path / "two")
     (tmp_path / "empty").mkdir()
     assert is_saved_dataset(tmp_path / "one")
-    assert is_saved_dataset(tmp_path / "two")
+    assert not is_saved_dataset(tmp_path / "two")  # a DatasetDict: training loads single Datasets only
     assert not is_saved_dataset(tmp_path / "empty")
     assert not is_saved_dataset(tmp_path / "absent")

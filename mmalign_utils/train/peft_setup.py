@@ -22,7 +22,7 @@ import torch
 from peft import LoraConfig
 
 from mmalign_utils.precision import cpu_uses_bf16
-from mmalign_utils.stamps import DATASET_FILES, MODEL_FILES, folder_stamp
+from mmalign_utils.stamps import DATASET_FILES, MODEL_FILES, folder_stamp, is_saved_dataset
 from mmalign_utils.train.recipes import SMOKE_ROWS, SMOKE_STEPS, Recipe
 from mmalign_utils.train.saved_activations import bf16_saved_activations
 
@@ -306,7 +306,7 @@ def load_train_dataset(recipe: Recipe, dataset=None):
         if not recipe.train_data:
             raise ValueError("the recipe names no train_data: set it to a datasets.save_to_disk folder")
         path = Path(recipe.train_data)
-        if not (path / "dataset_info.json").is_file() and not (path / "state.json").is_file():
+        if not is_saved_dataset(path):
             raise FileNotFoundError(f"train_data {path} is not a datasets.save_to_disk folder (build it with "
                                     "mmalign_utils.preference.build_* and save_dataset)")
         dataset = load_from_disk(str(path))

@@ -19,6 +19,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mmalign_utils.stamps import is_saved_dataset
+
 Method = Literal["sft", "rejection_sampling", "steerlm", "dpo"]
 METHODS: tuple[str, ...] = get_args(Method)
 SFT_METHODS: tuple[str, ...] = ("sft", "rejection_sampling", "steerlm")
@@ -229,8 +231,6 @@ def recipe_for_run(method: str, ctx: Any, **overrides: Any) -> Recipe:
         model = str(toy_llava_dir(ctx) / "model")  # a sweep run's root build when its own folder has none
     else:
         model = ctx.spec.mllm
-    from mmalign_utils.stamps import is_saved_dataset
-
     train_data = ctx.find_input("preference", method, exists=is_saved_dataset) or ctx.shared_path("preference", method)
     data = {"method": method, "profile": ctx.profile, "seed": ctx.seed, "smoke": ctx.smoke, "model": model,
             "train_data": str(train_data), "output_dir": str(ctx.shared_path("runs", method))}
