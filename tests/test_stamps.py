@@ -3,7 +3,7 @@ import os
 
 import datasets
 
-from mmalign_utils.stamps import DATASET_FILES, folder_stamp, is_saved_dataset, weights_digest
+from mmalign_utils.stamps import DATASET_FILES, folder_stamp, is_saved_dataset, sha256_file, weights_digest
 
 
 def test_folder_stamp_changes_when_a_matching_file_is_rewritten(tmp_path):
@@ -43,3 +43,12 @@ def test_is_saved_dataset_knows_save_to_disk_folders(tmp_path):
     assert not is_saved_dataset(tmp_path / "two")  # a DatasetDict: training loads single Datasets only
     assert not is_saved_dataset(tmp_path / "empty")
     assert not is_saved_dataset(tmp_path / "absent")
+
+
+def test_sha256_file_matches_the_fips_test_vector_across_block_sizes(tmp_path):
+    # FIPS 180-2 example: SHA-256("abc").
+    path = tmp_path / "abc.bin"
+    path.write_bytes(b"abc")
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_file(path) == expected
+    assert sha256_file(path, chunk=2) == expected  # a block boundary inside the content changes nothing

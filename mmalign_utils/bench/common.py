@@ -5,12 +5,13 @@ saying where to get each file and where to put it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mmalign_utils.stamps import sha256_file
 
 
 class BenchmarkDataError(FileNotFoundError):
@@ -25,14 +26,6 @@ class DataFile:
     source: str  # where to get it (repository + path, or dataset id), for the error message
     sha256: str | None = None  # the known version; None when several versions are accepted
     alternatives: tuple[str, ...] = ()  # other accepted SHA-256 values (e.g. an older pinned version)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_files(benchmark: str, data_dir: str | Path, files: Iterable[DataFile], verify_hash: bool = True) -> dict:

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files, read_jsonl, sha256_file
+from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files, read_jsonl
+from mmalign_utils.stamps import sha256_file
 from mmalign_utils.bench.judged_common import (
     base_result,
     check_n_runs,
