@@ -45,6 +45,12 @@ def resolve_judge_spec(judge: str) -> str:
     return DEFAULT_GEMINI if judge.strip() == "gemini" else judge.strip()
 
 
+def annotation_store_dir(annotation_root: str | Path, samples_path: str | Path, judge_id: str) -> Path:
+    """Where one judge's annotations of one samples file live: {annotation_root}/<samples stem>/<judge id>, so
+    other sampling settings or judges never share a store."""
+    return Path(annotation_root) / Path(samples_path).stem / judge_id.replace(":", "_").replace("/", "_")
+
+
 def writer_prompt_hash() -> str:
     """SHA-256 of the instructions the judge wrote the sft_judge answers under (annotate.write)."""
     from mmalign_utils.annotate.write import WRITER_SYSTEM
@@ -74,6 +80,43 @@ def judge_prompt_hash(judge_id: str) -> str:
     else:
         text = SYSTEM_PROMPT + "\n" + RATING_GUIDE
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def judge_calibration(samples: Sequence[Mapping[str, Any]], prompts: Sequence[Any], judge_specs: Sequence[str],
+                      annotation_root: str | Path, samples_path: str | Path, seed: int = 0) -> pd.DataFrame:
+    """Annotate the same sampled answers with each judge spec (stores reused: annotate() resumes) and compare the
+    judges' attribute structure with the paper's Figure 3 and the pairs each would give. One row per judge:
+    figure3_distance (mean |r ours - r paper| over Figure 3's ten pairs), the Figure 3 entries most about length
+    (verbosity and complexity against helpfulness), the pair funnel and the chosen/rejected lengths."""
+    from mmalign_utils.annotate import annotate, load_annotations
+    from mmalign_utils.judges.factory import make_judge
+    from mmalign_utils.report import figure3_distance
+    from mmalign_utils.sampling import to_annotated_prompts, to_annotation_items
+
+    items = to_annotation_items(samples, prompts)
+    k = len(samples[0]["answers"]) if samples else 0
+    rows = []
+    for spec in judge_specs:
+        judge = make_judge(spec)
+        store = annotation_store_dir(annotation_root, samples_path, judge.judge_id)
+        annotate(items, judge, store, k=k, concurrency=1)
+        annotated = to_annotated_prompts(samples, load_annotations(store), prompts)
+        corr = pair_difference_correlations(annotated)
+        dpo = build_dpo_pairs(annotated, seed=seed)
+        report = pair_signal_report(annotated, dpo)
+        spread = spread_summary(annotated)
+        rows.append({
+            "judge": judge.judge_id, "figure3_distance": figure3_distance(corr),
+            "r_verbosity_helpfulness": corr.loc["verbosity", "helpfulness"],
+            "r_complexity_helpfulness": corr.loc["complexity", "helpfulness"],
+            "r_length_helpfulness": corr.loc["length", "helpfulness"],
+            "share_prompts_with_pair": spread["share_with_pair"], "n_pairs": report["n_pairs"],
+            "chosen_quality": report["chosen"]["quality"], "rejected_quality": report["rejected"]["quality"],
+            "chosen_words": report["chosen"]["length_words"], "rejected_words": report["rejected"]["length_words"],
+            "share_chosen_longer": report["share_chosen_longer"],
+            "quality_length_corr_within_prompt": report["quality_length_corr_within_prompt"],
+        })
+    return pd.DataFrame(rows).set_index("judge")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -431,8 +474,9 @@ def conclusion(spread: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-__all__ = ["ABLATION_FRACTIONS", "PAPER_FUNNEL", "answers_frame", "attribute_correlations", "build_datasets",
-           "conclusion", "funnel_table", "judge_prompt_hash", "pair_difference_correlations", "pair_signal_by_group",
+__all__ = ["ABLATION_FRACTIONS", "PAPER_FUNNEL", "annotation_store_dir", "answers_frame", "attribute_correlations",
+           "build_datasets", "conclusion", "funnel_table", "judge_calibration", "judge_prompt_hash",
+           "pair_difference_correlations", "pair_signal_by_group",
            "pair_viewer", "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec",
            "result_rows", "samples_file_name", "save_datasets", "score_summary", "signal_description", "signal_table",
            "spread_summary"]

@@ -745,6 +745,12 @@ def paper_figure3() -> pd.DataFrame:
     return matrix
 
 
+def figure3_distance(ours: pd.DataFrame) -> float:
+    """Mean absolute difference between our attribute-difference correlations and the paper's Figure 3, over the
+    ten attribute pairs the paper reports: how far a judge's attribute structure is from Gemini's."""
+    return float(np.mean([abs(float(ours.loc[a, b]) - r) for (a, b), r in _PAPER_PAIRS.items()]))
+
+
 def find_annotation_stores(artifacts_dir: str | Path) -> list[Path]:
     """Folders below `artifacts_dir` holding an annotation store (notebook 02 writes
     {artifacts_dir}/{variant}/annotation/<samples file name>/<judge>/annotations.sqlite)."""
@@ -1008,7 +1014,7 @@ __all__ = [
     "NOT_MEASURED", "PAPER_ANSWER_LENGTHS", "PAPER_DATA_SCALING", "PAPER_LABEL_NOISE", "PAPER_TEXT_REFERENCES",
     "PER_PROMPT_DIR", "ROLES", "TEXT_MEASURES", "Estimate", "Measure", "ablation_table", "aggregate_seeds",
     "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary", "collect_results",
-    "estimate", "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table",
+    "estimate", "figure3_distance", "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table",
     "length_controlled_scores", "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3",
     "parse_ablation", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths",
     "save_report_table", "save_text_per_prompt", "table4", "table4_flat", "table4_markdown",

@@ -204,3 +204,48 @@ def test_where_answer_top_center_is_wrong_for_an_object_in_the_center():
                       label=None, accepted=["center"], query={}, demand="short", expected_words=2)
     assert short_answer_correct("In the center.", item)
     assert not short_answer_correct("At the top center.", item)
+
+
+# --- the lenient rater (miss=P) -----------------------------------------------------------------------------------
+
+def test_a_rater_that_misses_every_error_scores_the_hallucination_as_the_perfect_answer():
+    # The green-triangle answer above has 1 error: exact, (3, 3, 4, 1, 2). Overlooked, rules 3 and 4 count 0 caught
+    # errors: coverage full -> 4 and 4; coherence, complexity and verbosity do not read errors -> (4, 4, 4, 1, 2).
+    answer = PERFECT + " There is also a green triangle in the top right corner."
+    got = [r.scores for r in rate_answers("Describe this image in detail.", [answer], DESCRIBE, miss_rate=1.0)]
+    assert got == [as_dict(4, 4, 4, 1, 2)]
+
+
+def test_a_lenient_rater_still_checks_the_core_verdict():
+    # "Yes." to an absent object is a wrong verdict (no claim error to overlook): 0, 0 at any miss rate.
+    item = fields(SCENE, "existence", "pope", short="no", label="no", query={"color": "green", "shape": "triangle"})
+    got = [r.scores for r in rate_answers("Is there a green triangle in the image?", ["Yes."], item, miss_rate=1.0)]
+    assert got == [as_dict(0, 0, 4, 0, 0)]
+
+
+def test_miss_spec_names_the_judge_and_says_what_it_overlooked():
+    lenient = make_judge("oracle:miss=1")
+    assert lenient.judge_id == "oracle:shapesworld-v1(miss=1,seed=0)"
+    assert make_judge("oracle:miss=0").judge_id == make_judge("oracle").judge_id == "oracle:shapesworld-v1"
+    item = dict(items_for_annotation()[0], answers=[PERFECT + " There is also a green triangle in the top right "
+                                                    "corner.", "Shapes."])
+    reply = json.loads(lenient.complete(build_request(item, k=2)).text)
+    assert reply["ratings"][0]["correctness"] == 4 and "1 error(s) overlooked" in reply["reasoning"]
+    exact = json.loads(make_judge("oracle").complete(build_request(item, k=2)).text)
+    assert exact["ratings"][0]["correctness"] == 3 and "overlooked" not in exact["reasoning"]
+    for bad in ("oracle:miss=1.5", "oracle:miss=-0.1", "oracle:miss=some"):
+        with pytest.raises(JudgeConfigError):
+            make_judge(bad)
+
+
+def test_overlooked_errors_are_a_seeded_share():
+    from mmalign_utils.judges.oracle import overlooked_errors
+
+    errors = [f"hallucinated 'object {i}'" for i in range(4000)]
+    flags = overlooked_errors(errors, "an answer", "a question", 0.3, seed=0)
+    # Binomial(4000, 0.3): sd of the share = sqrt(0.3 * 0.7 / 4000) = 0.0072; 0.27-0.33 is over 4 sd each side.
+    assert 0.27 < sum(flags) / len(flags) < 0.33
+    assert flags == overlooked_errors(errors, "an answer", "a question", 0.3, seed=0)  # a rerun agrees
+    assert flags != overlooked_errors(errors, "an answer", "a question", 0.3, seed=1)
+    assert overlooked_errors(errors, "an answer", "a question", 0.0, seed=0) == [False] * 4000
+    assert overlooked_errors(errors, "an answer", "a question", 1.0, seed=0) == [True] * 4000

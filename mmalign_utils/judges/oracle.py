@@ -72,9 +72,16 @@ rectangles or the lines' dots).
 
 The reply's "reasoning" states, per answer, the demand, the core verdict, the claims found, the coverage and the
 length, so a reader can check every score against these rules.
+
+A lenient rater (`oracle:miss=P[,seed=N]`): the oracle finds every false statement; a VLM rater such as Gemini
+does not. With miss=P each grounding or chart-claim error (not the core verdict or answer, which is checked as
+before) is overlooked with probability P, drawn from a hash of (seed, question, answer, error), so reruns agree.
+Overlooked errors cost nothing in rules 3 and 4 and are listed as "overlooked" in the reasoning. The toy profile's
+P is calibrated to the paper's Figure 3 (docs/oracle_and_sampling.md, `scripts/calibrate_oracle_miss.py`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -116,10 +123,18 @@ def oracle_tasks() -> list[str]:
 class ShapesOracleJudge(Judge):
     """A judge that answers from `request.payload` with the registered task functions (no prose is read)."""
 
-    judge_id = f"oracle:shapesworld-v{ORACLE_VERSION}"
+    judge_id = f"oracle:shapesworld-v{ORACLE_VERSION}"  # the exact rater; a lenient one adds its miss rate
+
+    def __init__(self, cache=None, miss_rate: float = 0.0, miss_seed: int = 0):
+        super().__init__(cache=cache)
+        if not 0.0 <= miss_rate <= 1.0:
+            raise JudgeConfigError(f"the oracle's miss rate is a probability in [0, 1], got {miss_rate}")
+        self.miss_rate, self.miss_seed = float(miss_rate), int(miss_seed)
+        self.judge_id = f"oracle:shapesworld-v{ORACLE_VERSION}" + (
+            f"(miss={self.miss_rate:g},seed={self.miss_seed})" if self.miss_rate > 0 else "")
 
     def __repr__(self) -> str:
-        return f"ShapesOracleJudge(tasks={oracle_tasks()})"
+        return f"ShapesOracleJudge(tasks={oracle_tasks()}, miss_rate={self.miss_rate:g}, miss_seed={self.miss_seed})"
 
     def _call(self, request: JudgeRequest) -> JudgeReply:
         payload = request.payload or {}
@@ -131,6 +146,8 @@ class ShapesOracleJudge(Judge):
         if fn is None:
             raise JudgeError(f"the oracle has no task {task!r}; registered: {oracle_tasks()} "
                              "(add one with register_oracle_task)")
+        if self.miss_rate > 0:  # tasks that rate claims read it; the others ignore it
+            payload = {**payload, "error_miss": {"rate": self.miss_rate, "seed": self.miss_seed}}
         try:
             out = fn(payload)
         except OracleInputError as error:
@@ -140,26 +157,28 @@ class ShapesOracleJudge(Judge):
 
 
 def _build_oracle(rest: str, cache=None, noise: float | None = None, seed: int | None = None,
-                  attributes: str | list[str] | None = None, **kwargs: Any) -> Judge:
-    """`oracle` or `oracle:noise=0.5,seed=1,attributes=helpfulness+correctness` (noise = Gaussian sd)."""
+                  attributes: str | list[str] | None = None, miss: float | None = None, **kwargs: Any) -> Judge:
+    """`oracle`, `oracle:miss=0.5` (overlook that share of errors) or
+    `oracle:noise=0.5,seed=1,attributes=helpfulness+correctness` (noise = Gaussian sd); seed serves both."""
     if kwargs:
-        raise JudgeConfigError(f"the oracle takes noise=, seed= and attributes=, not {sorted(kwargs)}")
+        raise JudgeConfigError(f"the oracle takes miss=, noise=, seed= and attributes=, not {sorted(kwargs)}")
     options: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = part.partition("=")
-        if not sep or key not in ("noise", "seed", "attributes"):
-            raise JudgeConfigError(f"oracle spec {rest!r}: use oracle:noise=SD,seed=N[,attributes=a+b]; "
+        if not sep or key not in ("miss", "noise", "seed", "attributes"):
+            raise JudgeConfigError(f"oracle spec {rest!r}: use oracle:miss=P,noise=SD,seed=N[,attributes=a+b]; "
                                    f"{part!r} is not one of those")
         options[key] = value
     try:
         sd = float(options["noise"]) if "noise" in options else (noise or 0.0)
+        miss_rate = float(options["miss"]) if "miss" in options else (miss or 0.0)
         noise_seed = int(options["seed"]) if "seed" in options else (seed or 0)
     except ValueError:
-        raise JudgeConfigError(f"oracle spec {rest!r}: noise must be a number and seed an integer") from None
+        raise JudgeConfigError(f"oracle spec {rest!r}: miss and noise must be numbers and seed an integer") from None
     chosen = options["attributes"].split("+") if "attributes" in options else attributes
     if isinstance(chosen, str):
         chosen = chosen.split("+")
-    judge = ShapesOracleJudge(cache=None if sd > 0 else cache)
+    judge = ShapesOracleJudge(cache=None if sd > 0 else cache, miss_rate=miss_rate, miss_seed=noise_seed)
     if sd <= 0:
         return judge
     from mmalign_utils.annotate.noise import NoisyJudge  # local: annotate imports the judges package
@@ -647,14 +666,31 @@ def _coverage_level(coverage: float) -> int:
     return 4 if coverage >= 0.999 else 3 if coverage >= 0.5 else 2 if coverage > 0 else 1
 
 
-def rate_answer(answer: str, item: OracleItem) -> AnswerRating:
-    """The five scores of one answer under the module's rules."""
+def overlooked_errors(errors: list[str], answer: str, question: str, miss_rate: float, seed: int) -> list[bool]:
+    """Which errors a lenient rater overlooks: each independently with probability `miss_rate`, from a hash of
+    (seed, question, answer, position, error), so the same answer is always rated the same."""
+    if miss_rate <= 0:
+        return [False] * len(errors)
+    flags = []
+    for index, error in enumerate(errors):
+        digest = hashlib.sha256(f"{seed}|{question}|{answer}|{index}|{error}".encode()).digest()
+        flags.append(int.from_bytes(digest[:8], "little") / 2**64 < miss_rate)
+    return flags
+
+
+def rate_answer(answer: str, item: OracleItem, miss_rate: float = 0.0, miss_seed: int = 0) -> AnswerRating:
+    """The five scores of one answer under the module's rules; `miss_rate` > 0 rates as a lenient rater that
+    overlooks that share of the answer's false statements."""
     stats = text_stats(answer, item.question)
     claims = chart_claims(answer, item.visual) if item.is_chart else scene_claims(answer, item.visual)
     coherence, coherence_notes = coherence_score(stats, claims.contradiction)
     complexity = complexity_score(stats, coherence)
     verbosity = verbosity_score(stats.n_words, item.expected_words)
-    errors, true_claims = len(claims.errors), claims.n_correct > 0
+    overlooked = overlooked_errors(claims.errors, answer, item.question, miss_rate, miss_seed)
+    # `errors` counts the statements the rater caught; whether the answer says anything about the image at all
+    # (the describe rule below) still counts every claim, caught or not
+    errors, true_claims = overlooked.count(False), claims.n_correct > 0
+    any_errors = bool(claims.errors)
     notes = [f"{item.demand} question"]
     if stats.n_words == 0:
         return AnswerRating({a: 0 for a in ATTRIBUTES}, notes + ["empty answer"])
@@ -665,7 +701,7 @@ def rate_answer(answer: str, item: OracleItem) -> AnswerRating:
             notes.append("describes things that are not in the image")
         correctness = max(0, level - errors)
         helpfulness = correctness
-        if stats.n_words < 5 or not (true_claims or errors):
+        if stats.n_words < 5 or not (true_claims or any_errors):
             helpfulness = min(helpfulness, 1)
         notes.append(f"covers {claims.coverage:.0%} of the {'key facts' if item.is_chart else 'objects'}")
     else:
@@ -700,8 +736,11 @@ def rate_answer(answer: str, item: OracleItem) -> AnswerRating:
     if stats.n_words > 4 * item.expected_words:
         helpfulness = max(0, helpfulness - 1)
         notes.append("rambling")
+    caught = [e for e, missed in zip(claims.errors, overlooked) if not missed]
     notes.append(f"{claims.n_correct} true claim(s), {errors} error(s)" +
-                 (f": {'; '.join(claims.errors[:4])}" if errors else ""))
+                 (f": {'; '.join(caught[:4])}" if errors else ""))
+    if any(overlooked):
+        notes.append(f"{sum(overlooked)} error(s) overlooked")
     notes.append(f"{stats.n_words} words (about {item.expected_words} expected)")
     notes.extend(coherence_notes)
     scores = {"helpfulness": helpfulness, "correctness": correctness, "coherence": coherence,
@@ -727,10 +766,11 @@ def _states_target_detail(answer: str, claims: Claims, item: OracleItem) -> int:
     return bonus
 
 
-def rate_answers(question: str, answers: list[str], item: Mapping[str, Any]) -> list[AnswerRating]:
+def rate_answers(question: str, answers: list[str], item: Mapping[str, Any], miss_rate: float = 0.0,
+                 miss_seed: int = 0) -> list[AnswerRating]:
     """Rate every answer to one question about the item's scene or chart."""
     oracle_item = OracleItem.from_fields(question, item)
-    return [rate_answer(answer, oracle_item) for answer in answers]
+    return [rate_answer(answer, oracle_item, miss_rate, miss_seed) for answer in answers]
 
 
 def helpsteer_annotation(payload: Mapping[str, Any]) -> dict:
@@ -738,7 +778,9 @@ def helpsteer_annotation(payload: Mapping[str, Any]) -> dict:
     answers = list(payload.get("answers") or [])
     if not answers:
         raise OracleInputError("the payload has no answers")
-    ratings = rate_answers(str(payload.get("question", "")), answers, payload.get("item") or {})
+    miss = payload.get("error_miss") or {}
+    ratings = rate_answers(str(payload.get("question", "")), answers, payload.get("item") or {},
+                           miss_rate=float(miss.get("rate", 0.0)), miss_seed=int(miss.get("seed", 0)))
     return {"reasoning": " ".join(r.explanation(i) for i, r in enumerate(ratings, 1)),
             "ratings": [{"answer": i, **r.scores} for i, r in enumerate(ratings, 1)]}
 
@@ -747,5 +789,6 @@ register_oracle_task("helpsteer_annotation", helpsteer_annotation)
 _register()
 
 __all__ = ["ORACLE_VERSION", "AnswerRating", "Claims", "OracleInputError", "OracleItem", "ShapesOracleJudge",
-           "TextStats", "chart_claims", "helpsteer_annotation", "item_fields", "oracle_tasks", "rate_answer",
+           "TextStats", "chart_claims", "helpsteer_annotation", "item_fields", "oracle_tasks", "overlooked_errors",
+           "rate_answer",
            "rate_answers", "register_oracle_task", "scene_claims", "text_stats"]
