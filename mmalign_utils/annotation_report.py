@@ -83,7 +83,8 @@ def judge_prompt_hash(judge_id: str) -> str:
 
 
 def judge_calibration(samples: Sequence[Mapping[str, Any]], prompts: Sequence[Any], judge_specs: Sequence[str],
-                      annotation_root: str | Path, samples_path: str | Path, seed: int = 0) -> pd.DataFrame:
+                      annotation_root: str | Path, samples_path: str | Path, seed: int = 0,
+                      progress: bool = True) -> pd.DataFrame:
     """Annotate the same sampled answers with each judge spec (stores reused: annotate() resumes) and compare the
     judges' attribute structure with the paper's Figure 3 and the pairs each would give. One row per judge:
     figure3_distance (mean |r ours - r paper| over Figure 3's ten pairs), the Figure 3 entries most about length
@@ -99,7 +100,7 @@ def judge_calibration(samples: Sequence[Mapping[str, Any]], prompts: Sequence[An
     for spec in judge_specs:
         judge = make_judge(spec)
         store = annotation_store_dir(annotation_root, samples_path, judge.judge_id)
-        annotate(items, judge, store, k=k, concurrency=1)
+        annotate(items, judge, store, k=k, concurrency=1, progress=progress)
         annotated = to_annotated_prompts(samples, load_annotations(store), prompts)
         corr = pair_difference_correlations(annotated)
         dpo = build_dpo_pairs(annotated, seed=seed)

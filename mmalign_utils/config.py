@@ -31,6 +31,10 @@ class ProfileSpec:
     # sweep (docs/oracle_and_sampling.md): the temperature whose share of prompts giving a DPO pair is nearest the
     # paper's 44% (82.5 / 82.0 / 85.0% at T 1.2 / 0.9 / 0.7: the toy's regime hardly depends on it).
     sampling_temperature: float = 1.2
+    # Notebook 02's annotator. Paper: Gemini. Toy: the ShapesWorld oracle as a lenient rater that overlooks claim
+    # errors (miss=1), the miss rate whose attribute-difference correlations come nearest the paper's Figure 3
+    # under the rule written before the calibration (docs/oracle_and_sampling.md, scripts/calibrate_oracle_miss.py).
+    annotation_judge: str = "gemini"
 
     @property
     def torch_dtype(self):
@@ -53,6 +57,7 @@ PROFILES: dict[str, ProfileSpec] = {
         dtype="auto",  # bf16 is 2x faster than fp32 on CPUs with bf16 instructions and 2.4-24x slower without
         offline=True,
         sampling_temperature=0.9,
+        annotation_judge="oracle:miss=1",
     ),
     "paper": ProfileSpec(
         name="paper",

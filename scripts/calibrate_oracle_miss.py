@@ -44,7 +44,8 @@ def main() -> None:
     prompts = shapesworld_prompts(args.n_prompts, seed=args.seed, lrv_mix=parse_mix("", LRV_MIX, LRV_MIX_FAMILIES),
                                   chart_mix=parse_mix("", CHART_MIX, CHART_MIX_FAMILIES))
     specs = ["oracle" if p == 0 else f"oracle:miss={p:g}" for p in args.grid]
-    table = rep.judge_calibration(samples, prompts, specs, variant / "annotation", samples_path, seed=args.seed)
+    table = rep.judge_calibration(samples, prompts, specs, variant / "annotation", samples_path, seed=args.seed,
+                                  progress=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print(table)
     best = table["figure3_distance"].idxmin()  # idxmin keeps the first (smaller P) on a tie

@@ -95,3 +95,43 @@ def test_funnel_table_beside_the_paper():
     assert ours["sampled answer quality (mean)"] == pytest.approx(48 / 6)
     # paper-recipe.md §3.6: 2,700 of 6,134 groups pass the >= 2 rule
     assert table["paper (earlier data version)"]["share of prompts giving a pair"] == pytest.approx(0.440, abs=5e-4)
+
+
+def test_figure3_distance_by_hand():
+    from mmalign_utils.report import figure3_distance, paper_figure3
+
+    assert figure3_distance(paper_figure3()) == pytest.approx(0.0)
+    # No correlation at all: the mean of Figure 3's ten values,
+    # (0.93 + 0.80 + 0.82 + 0.67 + 0.65 + 0.60 + 0.50 + 0.48 + 0.39 + 0.69) / 10 = 0.653.
+    flat = paper_figure3() * 0
+    assert figure3_distance(flat) == pytest.approx(0.653)
+
+
+def test_judge_calibration_rates_the_same_answers_with_each_judge(tmp_path):
+    from mmalign_utils.annotate import load_annotations
+    from mmalign_utils.annotation_report import annotation_store_dir, judge_calibration
+    from mmalign_utils.preference import quality
+    from mmalign_utils.sampling import shapesworld_prompts
+
+    prompts = shapesworld_prompts(8, seed=0)
+    extra = " There is also a green triangle and a purple hexagon in the top right corner."
+    samples = [{"prompt_id": p.prompt_id, "question": p.question,
+                "answers": [p.reference_answer, p.reference_answer + extra, "Yes.", "No."]} for p in prompts]
+    samples_path = tmp_path / "samples_k4_t0.9_m16.jsonl"
+    table = judge_calibration(samples, prompts, ["oracle", "oracle:miss=1"], tmp_path / "annotation", samples_path,
+                              progress=False)
+    assert list(table.index) == ["oracle:shapesworld-v1", "oracle:shapesworld-v1(miss=1,seed=0)"]
+    assert table["figure3_distance"].between(0, 2).all() and (table["n_pairs"] <= 8).all()
+    exact, lenient = (
+        {row["item_id"]: row["scores"] for row in load_annotations(annotation_store_dir(tmp_path / "annotation",
+                                                                                          samples_path, judge_id))}
+        for judge_id in table.index)
+    assert set(exact) == set(lenient) == {p.prompt_id for p in prompts}
+    # Overlooking errors can only raise correctness and helpfulness (rules 3 and 4 subtract caught errors only),
+    # and changes nothing else.
+    for prompt_id in exact:
+        for strict, loose in zip(exact[prompt_id], lenient[prompt_id]):
+            assert quality(loose) >= quality(strict)
+            assert {a: strict[a] for a in ("coherence", "complexity", "verbosity")} == \
+                   {a: loose[a] for a in ("coherence", "complexity", "verbosity")}
+    assert any(quality(loose) > quality(strict) for p in exact for strict, loose in zip(exact[p], lenient[p]))

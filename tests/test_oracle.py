@@ -249,3 +249,10 @@ def test_overlooked_errors_are_a_seeded_share():
     assert flags != overlooked_errors(errors, "an answer", "a question", 0.3, seed=1)
     assert overlooked_errors(errors, "an answer", "a question", 0.0, seed=0) == [False] * 4000
     assert overlooked_errors(errors, "an answer", "a question", 1.0, seed=0) == [True] * 4000
+
+
+def test_the_toy_profile_annotates_with_the_lenient_oracle_and_the_paper_profile_with_gemini():
+    from mmalign_utils.config import get_profile
+
+    assert make_judge(get_profile("toy").annotation_judge).judge_id == "oracle:shapesworld-v1(miss=1,seed=0)"
+    assert get_profile("paper").annotation_judge == "gemini"
