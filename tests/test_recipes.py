@@ -503,3 +503,34 @@ def test_merge_runs_in_fp32_so_small_lora_updates_survive():
     naive = dict(lora_model().merge_and_unload().named_parameters())[name]  # merged straight into bf16
     lost = (naive.float() == start).float().mean()
     assert lost > 0.5  # most entries did not move at all: the trap the fp32 merge avoids
+
+
+def test_a_resumed_run_reports_its_whole_training_time_from_the_sittings_ledger(tmp_path):
+    from mmalign_utils.train.dpo import run_dpo
+    from mmalign_utils.train.peft_setup import sittings_so_far
+
+    dataset = tiny_data("dpo", 4)
+    first = tiny_recipe("dpo", tmp_path, resume_from_checkpoint=None)
+    first = dataclasses.replace(first, save_steps=2, save_total_limit=None)
+    first.optim = dataclasses.replace(first.optim, max_steps=2)
+    model, processor = build_tiny_llava()
+    run_dpo(first, model, processor, dataset, save=False, progress=False)
+    (sitting,) = sittings_so_far(tmp_path)
+    assert sitting["resumed_from"] is None and sitting["last_step"] == 2 and sitting["seconds"] > 0
+
+    # the session closed after step 2; the next one goes on from the checkpoint to step 4
+    second = dataclasses.replace(first, resume_from_checkpoint="latest")
+    second.optim = dataclasses.replace(first.optim, max_steps=4)
+    model, processor = build_tiny_llava()
+    result = run_dpo(second, model, processor, dataset, save=False, progress=False)
+    ledger = sittings_so_far(tmp_path)
+    assert [s["last_step"] for s in ledger] == [2, 4]
+    assert ledger[1]["resumed_from"] == str(tmp_path / "checkpoint-2")
+    assert result.metrics["sittings"] == 2
+    assert result.metrics["train_runtime"] == pytest.approx(ledger[0]["seconds"] + ledger[1]["seconds"])
+    assert 0 < result.metrics["train_runtime_this_sitting"] < result.metrics["train_runtime"]
+
+    # a fresh start forgets the old run's sittings
+    model, processor = build_tiny_llava()
+    run_dpo(first, model, processor, dataset, save=False, progress=False)
+    assert len(sittings_so_far(tmp_path)) == 1

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig
+from transformers import TrainerCallback
 
 from mmalign_utils.precision import cpu_uses_bf16
 from mmalign_utils.stamps import DATASET_FILES, MODEL_FILES, folder_stamp, is_saved_dataset
@@ -218,6 +220,7 @@ def training_arguments(recipe: Recipe) -> dict[str, Any]:
 
 
 RUN_RECIPE_FILE = "run_recipe.yaml"  # the recipe that wrote the checkpoint-* folders beside it
+SITTINGS_FILE = "sittings.json"  # wall-clock seconds of each train() call of the run, for resumed runs' totals
 
 
 def _checkpoints(output_dir: str | Path) -> list[Path]:
@@ -270,6 +273,7 @@ def mark_run(recipe: Recipe, resuming: str | None) -> None:
 
     output_dir = Path(recipe.output_dir)
     if resuming is None:
+        (output_dir / SITTINGS_FILE).unlink(missing_ok=True)  # a fresh run's time starts at zero
         stale = _checkpoints(output_dir)
         for folder in stale:
             shutil.rmtree(folder)
@@ -529,20 +533,59 @@ def logged_mean_loss(log_history: list[dict]) -> float:
     return total / steps if steps else float("nan")
 
 
+class SittingClock(TrainerCallback):
+    """A Trainer callback that keeps {output_dir}/sittings.json up to date after every step: one entry per
+    train() call (resumed_from, seconds, last_step), so a run resumed after a crash or a closed session can
+    report its whole wall-clock time, not only the last sitting's (the Trainer's train_runtime)."""
+
+    def __init__(self, output_dir: str | Path, resumed_from: str | None):
+        self.path = Path(output_dir) / SITTINGS_FILE
+        self.started = time.perf_counter()
+        self.sittings = sittings_so_far(output_dir) + [{"resumed_from": resumed_from, "seconds": 0.0, "last_step": 0}]
+
+    def _write(self, state) -> None:
+        self.sittings[-1].update(seconds=round(time.perf_counter() - self.started, 3), last_step=int(state.global_step))
+        if state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.sittings, indent=1), encoding="utf-8")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._write(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(state)
+
+
+def sittings_so_far(output_dir: str | Path) -> list[dict]:
+    """The sittings recorded in output_dir (empty for a fresh run or one trained before the ledger existed)."""
+    path = Path(output_dir) / SITTINGS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
 def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> RunResult:
     """Train (resuming from a checkpoint if the recipe asks: checkpoint_to_resume), collect the run's metrics and,
     with `save`, write the adapter and the merged model: the common tail of every recipe."""
     resuming = checkpoint_to_resume(recipe)
     if trainer.accelerator.is_main_process:
         mark_run(recipe, resuming)
+    clock = SittingClock(recipe.output_dir, resuming)
+    trainer.add_callback(clock)
     with training_speedups(trainer, recipe.hardware.saved_activations):
         train_output = trainer.train(resume_from_checkpoint=resuming)
+    trainer.remove_callback(clock)
     metrics = dict(train_output.metrics)
     if resuming is not None:
         # The Trainer averages train_loss over the steps of this sitting only (0 when the checkpoint was the last
         # step); the whole run's average comes from the logged losses, which the checkpoint carried over.
         metrics["train_loss"] = logged_mean_loss(trainer.state.log_history)
         metrics["resumed_from"] = resuming
+        # Likewise train_runtime: this sitting's, next to the sum over every recorded sitting. A run whose earlier
+        # sittings predate the ledger has no whole-run time; it reports none rather than this sitting's alone.
+        metrics["train_runtime_this_sitting"] = metrics.pop("train_runtime", float("nan"))
+        sittings = clock.sittings
+        if len(sittings) > 1:
+            metrics["train_runtime"] = float(sum(s["seconds"] for s in sittings))
+            metrics["sittings"] = len(sittings)
     result = RunResult(output_dir=recipe.output_dir, metrics=metrics,
                        log_history=list(trainer.state.log_history), parameters=trainable_summary(trainer.model),
                        trainer=trainer)
@@ -552,12 +595,12 @@ def train_and_save(trainer, processor, recipe: Recipe, save: bool = True) -> Run
 
 
 __all__ = [
-    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "RUN_RECIPE_FILE", "VISION_KEY", "ProjectorLRMixin",
-    "RunResult", "build_lora_config", "checkpoint_to_resume", "describe_param_groups", "finalize_trainable",
-    "is_sharded", "keeps_bf16_activations", "language_model_linear_names", "load_model_for_training",
-    "load_train_dataset", "logged_mean_loss", "lora_target_regex", "mark_run", "merge_in_fp32",
-    "outside_trainables", "param_groups", "resolve_merged_dtype", "resolve_precision", "resolve_weights_dtype",
-    "save_adapter_and_merged", "save_run_outputs", "set_lora_input_casting", "train_and_save", "trainable_summary",
-    "training_arguments", "training_attention", "training_speedups", "unfreeze_projector_outside_peft",
+    "LANGUAGE_MODEL_KEY", "NON_LORA_FILE", "PROJECTOR_KEY", "RUN_RECIPE_FILE", "SITTINGS_FILE", "VISION_KEY",
+    "ProjectorLRMixin", "RunResult", "SittingClock", "build_lora_config", "checkpoint_to_resume",
+    "describe_param_groups", "finalize_trainable", "is_sharded", "keeps_bf16_activations",
+    "language_model_linear_names", "load_model_for_training", "load_train_dataset", "logged_mean_loss",
+    "lora_target_regex", "mark_run", "merge_in_fp32", "outside_trainables", "param_groups", "resolve_merged_dtype",
+    "resolve_precision", "resolve_weights_dtype", "save_adapter_and_merged", "save_run_outputs",
+    "set_lora_input_casting", "sittings_so_far", "train_and_save", "trainable_summary", "training_arguments",
+    "training_attention", "training_speedups", "unfreeze_projector_outside_peft",
 ]
-
