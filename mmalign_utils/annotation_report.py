@@ -48,7 +48,12 @@ def resolve_judge_spec(judge: str) -> str:
 def annotation_store_dir(annotation_root: str | Path, samples_path: str | Path, judge_id: str) -> Path:
     """Where one judge's annotations of one samples file live: {annotation_root}/<samples stem>/<judge id>, so
     other sampling settings or judges never share a store."""
-    return Path(annotation_root) / Path(samples_path).stem / judge_id.replace(":", "_").replace("/", "_")
+    return Path(annotation_root) / Path(samples_path).stem / store_folder_name(judge_id)
+
+
+def store_folder_name(judge_id: str) -> str:
+    """A judge id as a folder name ("oracle:shapesworld-v1" -> "oracle_shapesworld-v1")."""
+    return judge_id.replace(":", "_").replace("/", "_")
 
 
 def writer_prompt_hash() -> str:
@@ -480,4 +485,4 @@ __all__ = ["ABLATION_FRACTIONS", "PAPER_FUNNEL", "annotation_store_dir", "answer
            "pair_difference_correlations", "pair_signal_by_group",
            "pair_viewer", "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec",
            "result_rows", "samples_file_name", "save_datasets", "score_summary", "signal_description", "signal_table",
-           "spread_summary"]
+           "spread_summary", "store_folder_name"]

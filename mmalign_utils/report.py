@@ -760,6 +760,26 @@ def find_annotation_stores(artifacts_dir: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob(DB_NAME) if not _hidden(p, root))
 
 
+def pick_annotation_store(stores: Sequence[Path], artifacts_dir: str | Path, variant: str,
+                          raw: pd.DataFrame | None = None) -> Path | None:
+    """The annotation store to show: within the variant's folder (else anywhere), the store of the judge that
+    notebook 02 last built the training sets with (its rows in `raw`, collect_results()), else the first.
+    Calibration runs leave stores of other judges beside it (scripts/calibrate_oracle_miss.py)."""
+    from mmalign_utils.annotation_report import store_folder_name
+
+    root = Path(artifacts_dir)
+    candidates = [s for s in stores if variant in s.relative_to(root).parts] or list(stores)
+    if not candidates:
+        return None
+    if raw is not None and len(raw) and {"notebook", "judge"} <= set(raw.columns):
+        judges = [j for j in raw.loc[raw["notebook"] == "02_annotation", "judge"] if isinstance(j, str) and j]
+        if judges:
+            named = [s for s in candidates if s.name == store_folder_name(judges[-1])]
+            if named:
+                return named[0]
+    return candidates[0]
+
+
 def _matching_samples(store_dir: Path, annotations: list[dict]) -> dict[str, list[str]]:
     """The store's sampled answers, {prompt_id: answers}; empty when none match. Notebook 02 keeps them in
     {variant}/samples/NAME.jsonl and the store in {variant}/annotation/NAME/<judge>/; for stores of the older
@@ -1016,6 +1036,6 @@ __all__ = [
     "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary", "collect_results",
     "estimate", "figure3_distance", "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table",
     "length_controlled_scores", "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3",
-    "parse_ablation", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths",
+    "parse_ablation", "pick_annotation_store", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths",
     "save_report_table", "save_text_per_prompt", "table4", "table4_flat", "table4_markdown",
 ]

@@ -439,3 +439,20 @@ def test_nan_value_is_kept_but_supports_no_verdict_and_empty_value_is_an_error(t
     (tmp_path / "results.csv").write_text((tmp_path / "results.csv").read_text().replace(",nan,", ",,", 1))
     with pytest.raises(ValueError, match=r"row 2 has no numeric value \(toy-llava, shapes-pope, f1_mean\)"):
         report.collect_results(tmp_path)
+
+
+def test_pick_annotation_store_shows_the_store_the_training_sets_came_from(tmp_path):
+    from mmalign_utils.report import pick_annotation_store
+
+    samples = tmp_path / "toy" / "annotation" / "samples_k4_t0.9_m160"
+    exact, lenient = samples / "oracle_shapesworld-v1", samples / "oracle_shapesworld-v1(miss=1,seed=0)"
+    elsewhere = tmp_path / "toy-smoke" / "annotation" / "samples_k4_t0.9_m16" / "oracle_shapesworld-v1(miss=1,seed=0)"
+    stores = [exact, lenient, elsewhere]
+    raw = pd.DataFrame({"notebook": ["02_annotation", "05_dpo", "02_annotation"],
+                        "judge": ["oracle:shapesworld-v1", "", "oracle:shapesworld-v1(miss=1,seed=0)"]})
+    assert pick_annotation_store(stores, tmp_path, "toy", raw) == lenient  # the last notebook 02 run's judge
+    assert pick_annotation_store(stores, tmp_path, "toy", raw.iloc[:2]) == exact
+    assert pick_annotation_store(stores, tmp_path, "toy", None) == exact  # no results: the first
+    assert pick_annotation_store(stores, tmp_path, "toy-smoke", raw) == elsewhere
+    assert pick_annotation_store(stores, tmp_path, "paper", None) == exact  # none in the variant: any
+    assert pick_annotation_store([], tmp_path, "toy", raw) is None
