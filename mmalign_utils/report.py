@@ -86,7 +86,9 @@ def _read_one(path: Path, source: str) -> pd.DataFrame:
 def aggregate_seeds(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """One row per measurement (profile, model, benchmark, split, metric, protocol, judge).
 
-    Rows of one seed are averaged first (a notebook run twice counts once). With k >= 2 seeds the value is the
+    Within one results.csv, a seed's last row counts: a notebook run twice counts once, and a rerun on rebuilt data
+    or a retrained model replaces the earlier run's numbers instead of being averaged with them. Rows of one seed
+    from different files (sweep folders) are averaged as repeats, with a warning when they differ. With k >= 2 seeds the value is the
     mean over seeds and the CI is Student's t interval across seeds, mean +- t(0.975, k-1) * sd / sqrt(k)
     (`ci_kind` "seeds"); with one seed the run's own bootstrap CI over items is kept (`ci_kind` "bootstrap", or
     "none" when the row has none). Extra columns: n_seeds, seeds, sd (across seeds), notebooks, sources."""
@@ -105,6 +107,7 @@ def aggregate_seeds(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["seed"] = frame["seed"].fillna(-1).astype(int)
     key = list(MEASUREMENT_KEY)
+    frame = frame.drop_duplicates([*key, "seed", "source"], keep="last")  # the file's latest run of each seed
     per_seed = frame.groupby([*key, "seed"], sort=False).agg(
         value=("value", "mean"), ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean"), n=("n", "mean"),
         values=("value", "nunique"), files=("source", "nunique")).reset_index().sort_values("seed", kind="stable")

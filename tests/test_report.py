@@ -106,11 +106,12 @@ def test_aggregate_one_seed_keeps_bootstrap_ci_and_repeats_count_once():
     one = report.aggregate_seeds(pd.DataFrame([text(DPO, 0.5, (0.41, 0.59))]))
     assert one.iloc[0][["value", "ci_low", "ci_high", "n_seeds", "ci_kind"]].tolist() == [0.5, 0.41, 0.59, 1,
                                                                                          "bootstrap"]
-    # seed 0 measured twice (0.40 and 0.50 -> 0.45), seed 1 once (0.55): mean 0.5, sd 0.0707107,
-    # t(0.975, 1) = 12.706205, half width 12.706205 * 0.0707107 / sqrt(2) = 0.6353102
+    # seed 0 run twice in one file (0.40, then a rerun on rebuilt data 0.50: the rerun counts), seed 1 once (0.55):
+    # mean 0.525, sd = |0.55 - 0.50| / sqrt(2) = 0.0353553, t(0.975, 1) = 12.706205,
+    # half width 12.706205 * 0.0353553 / sqrt(2) = 0.3176551
     two = report.aggregate_seeds(pd.DataFrame([text(DPO, 0.40), text(DPO, 0.50), text(DPO, 0.55, seed=1)]))
-    assert two.iloc[0]["value"] == pytest.approx(0.5)
-    assert (two.iloc[0]["ci_low"], two.iloc[0]["ci_high"]) == pytest.approx((-0.1353102, 1.1353102), abs=1e-6)
+    assert two.iloc[0]["value"] == pytest.approx(0.525)
+    assert (two.iloc[0]["ci_low"], two.iloc[0]["ci_high"]) == pytest.approx((0.2073449, 0.8426551), abs=1e-6)
     none = report.aggregate_seeds(pd.DataFrame([text(DPO, 0.5)]))
     assert none.iloc[0]["ci_kind"] == "none"
 
