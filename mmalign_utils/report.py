@@ -88,10 +88,11 @@ def aggregate_seeds(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
 
     Within one results.csv, a seed's last row counts: a notebook run twice counts once, and a rerun on rebuilt data
     or a retrained model replaces the earlier run's numbers instead of being averaged with them. Rows of one seed
-    from different files (sweep folders) are averaged as repeats, with a warning when they differ. With k >= 2 seeds the value is the
-    mean over seeds and the CI is Student's t interval across seeds, mean +- t(0.975, k-1) * sd / sqrt(k)
-    (`ci_kind` "seeds"); with one seed the run's own bootstrap CI over items is kept (`ci_kind` "bootstrap", or
-    "none" when the row has none). Extra columns: n_seeds, seeds, sd (across seeds), notebooks, sources."""
+    from different files (sweep folders) are averaged as repeats, with a warning when they differ. With k >= 2
+    seeds the value is the mean over seeds and the CI is Student's t interval across seeds,
+    mean +- t(0.975, k-1) * sd / sqrt(k) (`ci_kind` "seeds"); with one seed the run's own bootstrap CI over items is
+    kept (`ci_kind` "bootstrap", or "none" when the row has none). Extra columns: n_seeds, seeds, sd (across
+    seeds), notebooks, sources."""
     from scipy import stats
 
     columns = [*MEASUREMENT_KEY, "value", "ci_low", "ci_high", "n", "n_seeds", "seeds", "sd", "ci_kind", "notebooks",
@@ -1039,6 +1040,7 @@ __all__ = [
     "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary", "collect_results",
     "estimate", "figure3_distance", "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table",
     "length_controlled_scores", "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3",
-    "parse_ablation", "pick_annotation_store", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars", "plot_lengths",
+    "parse_ablation", "pick_annotation_store", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars",
+    "plot_lengths",
     "save_report_table", "save_text_per_prompt", "table4", "table4_flat", "table4_markdown",
 ]

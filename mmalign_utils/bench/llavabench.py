@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from mmalign_utils.bench.common import BenchmarkDataError, DataFile, check_files, read_jsonl
-from mmalign_utils.stamps import sha256_file
 from mmalign_utils.bench.judged_common import (
     base_result,
     check_n_runs,
@@ -40,6 +39,7 @@ from mmalign_utils.bench.judged_common import (
     write_llava_answer_jsonl,
 )
 from mmalign_utils.judges.base import Judge, JudgeRequest
+from mmalign_utils.stamps import sha256_file
 
 NAME = "llava_bench_in_the_wild"
 PROTOCOLS = ("llava", "recommended")

@@ -130,7 +130,7 @@ class ShapesOracleJudge(Judge):
         if not 0.0 <= miss_rate <= 1.0:
             raise JudgeConfigError(f"the oracle's miss rate is a probability in [0, 1], got {miss_rate}")
         self.miss_rate, self.miss_seed = float(miss_rate), int(miss_seed)
-        self.judge_id = f"oracle:shapesworld-v{ORACLE_VERSION}" + (
+        self.judge_id = ShapesOracleJudge.judge_id + (
             f"(miss={self.miss_rate:g},seed={self.miss_seed})" if self.miss_rate > 0 else "")
 
     def __repr__(self) -> str:
@@ -687,9 +687,10 @@ def rate_answer(answer: str, item: OracleItem, miss_rate: float = 0.0, miss_seed
     complexity = complexity_score(stats, coherence)
     verbosity = verbosity_score(stats.n_words, item.expected_words)
     overlooked = overlooked_errors(claims.errors, answer, item.question, miss_rate, miss_seed)
+    caught = [error for error, missed in zip(claims.errors, overlooked) if not missed]
     # `errors` counts the statements the rater caught; whether the answer says anything about the image at all
     # (the describe rule below) still counts every claim, caught or not
-    errors, true_claims = overlooked.count(False), claims.n_correct > 0
+    errors, true_claims = len(caught), claims.n_correct > 0
     any_errors = bool(claims.errors)
     notes = [f"{item.demand} question"]
     if stats.n_words == 0:
@@ -736,11 +737,10 @@ def rate_answer(answer: str, item: OracleItem, miss_rate: float = 0.0, miss_seed
     if stats.n_words > 4 * item.expected_words:
         helpfulness = max(0, helpfulness - 1)
         notes.append("rambling")
-    caught = [e for e, missed in zip(claims.errors, overlooked) if not missed]
     notes.append(f"{claims.n_correct} true claim(s), {errors} error(s)" +
                  (f": {'; '.join(caught[:4])}" if errors else ""))
-    if any(overlooked):
-        notes.append(f"{sum(overlooked)} error(s) overlooked")
+    if len(caught) < len(claims.errors):
+        notes.append(f"{len(claims.errors) - len(caught)} error(s) overlooked")
     notes.append(f"{stats.n_words} words (about {item.expected_words} expected)")
     notes.extend(coherence_notes)
     scores = {"helpfulness": helpfulness, "correctness": correctness, "coherence": coherence,
@@ -790,5 +790,4 @@ _register()
 
 __all__ = ["ORACLE_VERSION", "AnswerRating", "Claims", "OracleInputError", "OracleItem", "ShapesOracleJudge",
            "TextStats", "chart_claims", "helpsteer_annotation", "item_fields", "oracle_tasks", "overlooked_errors",
-           "rate_answer",
-           "rate_answers", "register_oracle_task", "scene_claims", "text_stats"]
+           "rate_answer", "rate_answers", "register_oracle_task", "scene_claims", "text_stats"]
