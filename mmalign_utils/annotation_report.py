@@ -153,14 +153,26 @@ def score_summary(df: pd.DataFrame, by: str = "source") -> pd.DataFrame:
 
 def pair_difference_correlations(prompts: Sequence[AnnotatedPrompt]) -> pd.DataFrame:
     """Pearson correlations between the attribute differences of every pair of answers to the same prompt,
-    the quantity of the paper's Figure 3 (which used pairs with a human preference label). Each unordered pair
-    enters once, with the difference taken first-minus-second."""
+    the quantity of the paper's Figure 3 (which used pairs with a human preference label), with a "length"
+    row and column (word difference)."""
+    return score_difference_correlations([p.scores for p in prompts], [p.answers for p in prompts])
+
+
+def score_difference_correlations(score_lists: Sequence[Sequence[Mapping[str, Any]]],
+                                  answer_lists: Sequence[Sequence[str]] | None = None) -> pd.DataFrame:
+    """The pair-difference correlations from bare score lists (one list of k attribute dicts per prompt). Each
+    unordered pair of one prompt's answers enters once, the difference taken first-minus-second; the "length"
+    row and column (word difference) only when `answer_lists` is given. attrs: n_pairs, n_prompts."""
     diffs = []
-    for p in prompts:
-        for i, j in combinations(range(len(p.scores)), 2):
-            diffs.append({a: p.scores[i][a] - p.scores[j][a] for a in ATTRIBUTES}
-                         | {"length": word_count(p.answers[i]) - word_count(p.answers[j])})
-    return pd.DataFrame(diffs, columns=[*ATTRIBUTES, "length"]).corr()
+    for n, scores in enumerate(score_lists):
+        for i, j in combinations(range(len(scores)), 2):
+            diff = {a: float(scores[i][a]) - float(scores[j][a]) for a in ATTRIBUTES}
+            if answer_lists is not None:
+                diff["length"] = float(word_count(answer_lists[n][i]) - word_count(answer_lists[n][j]))
+            diffs.append(diff)
+    corr = pd.DataFrame(diffs, columns=[*ATTRIBUTES, *(["length"] if answer_lists is not None else [])]).corr()
+    corr.attrs.update({"n_pairs": len(diffs), "n_prompts": len(score_lists)})
+    return corr
 
 
 def attribute_correlations(df: pd.DataFrame) -> pd.DataFrame:
@@ -484,5 +496,5 @@ __all__ = ["ABLATION_FRACTIONS", "PAPER_FUNNEL", "annotation_store_dir", "answer
            "build_datasets", "conclusion", "funnel_table", "judge_calibration", "judge_prompt_hash",
            "pair_difference_correlations", "pair_signal_by_group",
            "pair_viewer", "plot_correlation_heatmap", "plot_margins", "plot_score_histograms", "resolve_judge_spec",
-           "result_rows", "samples_file_name", "save_datasets", "score_summary", "signal_description", "signal_table",
-           "spread_summary", "store_folder_name"]
+           "result_rows", "samples_file_name", "save_datasets", "score_difference_correlations", "score_summary",
+           "signal_description", "signal_table", "spread_summary", "store_folder_name"]

@@ -22,7 +22,6 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -808,23 +807,14 @@ def annotation_pair_correlations(store_dir: str | Path) -> pd.DataFrame:
     once, first minus second), as notebook 02 and the paper's Figure 3; with a "length" row and column (word
     difference) when the sampled answers are found. attrs: n_pairs, n_prompts."""
     from mmalign_utils.annotate import load_annotations
+    from mmalign_utils.annotation_report import score_difference_correlations
 
     store_dir = Path(store_dir)
     annotations = load_annotations(store_dir)
     answers = _matching_samples(store_dir, annotations)
     with_length = bool(answers) and all(str(a["item_id"]) in answers for a in annotations)
-    diffs = []
-    for row in annotations:
-        scores = row["scores"]
-        for i, j in combinations(range(len(scores)), 2):
-            diff = {a: float(scores[i][a]) - float(scores[j][a]) for a in _ATTRIBUTES}
-            if with_length:
-                texts = answers[str(row["item_id"])]
-                diff["length"] = float(len(texts[i].split()) - len(texts[j].split()))
-            diffs.append(diff)
-    corr = pd.DataFrame(diffs, columns=[*_ATTRIBUTES, *(["length"] if with_length else [])]).corr()
-    corr.attrs.update({"n_pairs": len(diffs), "n_prompts": len(annotations)})
-    return corr
+    return score_difference_correlations([row["scores"] for row in annotations],
+                                         [answers[str(row["item_id"])] for row in annotations] if with_length else None)
 
 
 def plot_attribute_heatmaps(ours: pd.DataFrame | None, paper: pd.DataFrame | None = None, title: str = "ours"):
