@@ -5,6 +5,7 @@
     mmalign list                                 # the notebooks of the series
     mmalign score pope --answers answers.jsonl --data-dir data/   # rescore answers made by any tool
     mmalign sweep 05 --grid beta 0.05 0.1 0.5 --grid seed 0 1 2    # one run per combination, own folder each
+    mmalign publish --artifacts-dir artifacts --out docs/results  # notebook 07's tables and figures, for the README
 """
 from __future__ import annotations
 
@@ -230,6 +231,26 @@ def cmd_build_toy(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    """Copy notebook 07's tables and the main figures into a folder the README links (report.publish_results)."""
+    import subprocess
+
+    from mmalign_utils.report import publish_results
+
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: the page says nothing about a commit
+        commit = None
+    try:
+        page = publish_results(args.artifacts_dir, args.out, commit)
+    except FileNotFoundError as error:
+        print(f"mmalign publish: {error}", file=sys.stderr)
+        return 1
+    print(f"[mmalign] results page written: {page}")
+    return 0
+
+
 def cmd_list(args) -> int:
     for nb in series():
         print(nb.stem)
@@ -287,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_build.add_argument("--artifacts-dir", default="artifacts", help="where the build is kept (default: artifacts)")
     p_build.add_argument("--rebuild", action="store_true", help="build again even if a finished build is there")
     p_build.set_defaults(func=cmd_build_toy)
+
+    p_pub = sub.add_parser("publish", help="copy notebook 07's tables and figures into a folder for the README")
+    p_pub.add_argument("--artifacts-dir", default="artifacts", help="the series' artifacts (default: artifacts)")
+    p_pub.add_argument("--out", default="docs/results", help="where RESULTS.md and figures/ go (default: docs/results)")
+    p_pub.set_defaults(func=cmd_publish)
 
     p_list = sub.add_parser("list", help="list the notebooks of the series")
     p_list.set_defaults(func=cmd_list)

@@ -1023,14 +1023,64 @@ def save_report_table(frame: pd.DataFrame, artifacts_dir: str | Path, name: str,
     return csv_path, md_path
 
 
+
+# The figures the results page shows, in its order; the names notebooks 01 and 07 save under {artifacts}/figures/.
+PUBLISHED_FIGURES = (
+    ("01_degradation.png", "Notebook 01: the base LLM and the MLLM on the text suite"),
+    ("07_benchmarks.png", "Every benchmark's headline metric per model, with 95% intervals"),
+    ("07_lengths.png", "Answer lengths on the text suite"),
+    ("07_data_scaling.png", "Data scaling"),
+    ("07_label_noise.png", "Label noise"),
+    ("07_attribute_correlations.png", "The judge's attribute-difference correlations beside the paper's Figure 3"),
+)
+
+
+def publish_results(artifacts_dir: str | Path, out_dir: str | Path, commit: str | None = None) -> Path:
+    """Copy notebook 07's Table 4 and claims tables and the main figures from `artifacts_dir` into `out_dir`
+    and write `out_dir/RESULTS.md`, which shows them with where they came from (the results.csv's SHA-256 and
+    row count, the code commit, the date), so the README can show the numbers the main command produced.
+    Raises FileNotFoundError naming the command to run when notebook 07's tables are missing; a figure that
+    was not produced is listed as such, never replaced."""
+    import shutil
+    from datetime import datetime, timezone
+
+    from mmalign_utils.stamps import sha256_file
+
+    root, out = Path(artifacts_dir), Path(out_dir)
+    needed = [root / "results.csv", root / "table4.md", root / "claims.md"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing {', '.join(missing)}: run the series (or at least notebook 07) first, "
+                                f"e.g. `mmalign run 07 --artifacts-dir {root}`")
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    n_rows = len(pd.read_csv(root / "results.csv"))
+    lines = ["# Results of the main command", "",
+             f"Written by `mmalign publish --artifacts-dir {root} --out {out}` on "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `results.csv` ({n_rows} rows, SHA-256 "
+             f"{sha256_file(root / 'results.csv')[:16]}...)" + (f", code at commit {commit}" if commit else "")
+             + ". Every number below comes from that file through notebook 07.", "",
+             "## Table 4: the paper's numbers and ours", "", (root / "table4.md").read_text(encoding="utf-8").strip(),
+             "", "## The paper's claims, checked", "", (root / "claims.md").read_text(encoding="utf-8").strip(), "",
+             "## Figures", ""]
+    for name, caption in PUBLISHED_FIGURES:
+        source = root / "figures" / name
+        if source.is_file():
+            shutil.copyfile(source, out / "figures" / name)
+            lines += [f"**{caption}**", "", f"![{caption}](figures/{name})", ""]
+        else:
+            lines += [f"**{caption}**: not produced by this run (no `figures/{name}`).", ""]
+    page = out / "RESULTS.md"
+    page.write_text("\n".join(lines), encoding="utf-8")
+    return page
+
 __all__ = [
     "ABLATION_KNOBS", "DOES_NOT_HOLD", "HEADLINE_MEASURES", "HOLDS", "INCONCLUSIVE", "MEASUREMENT_KEY",
     "NOT_MEASURED", "PAPER_ANSWER_LENGTHS", "PAPER_DATA_SCALING", "PAPER_LABEL_NOISE", "PAPER_TEXT_REFERENCES",
-    "PER_PROMPT_DIR", "ROLES", "TEXT_MEASURES", "Estimate", "Measure", "ablation_table", "aggregate_seeds",
-    "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary", "collect_results",
-    "estimate", "figure3_distance", "find_annotation_stores", "frame_markdown", "infer_profile", "length_bins_table",
-    "length_controlled_scores", "length_summary", "load_text_per_prompt", "model_roles", "paper_figure3",
-    "parse_ablation", "pick_annotation_store", "plot_ablation", "plot_attribute_heatmaps", "plot_benchmark_bars",
-    "plot_lengths",
-    "save_report_table", "save_text_per_prompt", "table4", "table4_flat", "table4_markdown",
+    "PER_PROMPT_DIR", "PUBLISHED_FIGURES", "ROLES", "TEXT_MEASURES", "Estimate", "Measure", "ablation_table",
+    "aggregate_seeds", "annotation_pair_correlations", "benchmark_bars_table", "claims_check", "claims_summary",
+    "collect_results", "estimate", "figure3_distance", "find_annotation_stores", "frame_markdown", "infer_profile",
+    "length_bins_table", "length_controlled_scores", "length_summary", "load_text_per_prompt", "model_roles",
+    "paper_figure3", "parse_ablation", "pick_annotation_store", "plot_ablation", "plot_attribute_heatmaps",
+    "plot_benchmark_bars", "plot_lengths", "publish_results", "save_report_table", "save_text_per_prompt", "table4",
+    "table4_flat", "table4_markdown",
 ]

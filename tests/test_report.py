@@ -4,6 +4,7 @@ Figure 3 correlations, all against numbers worked out by hand; and the notebook 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -457,3 +458,40 @@ def test_pick_annotation_store_shows_the_store_the_training_sets_came_from(tmp_p
     assert pick_annotation_store(stores, tmp_path, "toy-smoke", raw) == elsewhere
     assert pick_annotation_store(stores, tmp_path, "paper", None) == exact  # none in the variant: any
     assert pick_annotation_store([], tmp_path, "toy", raw) is None
+
+
+def _published_artifacts(root: Path) -> Path:
+    """A finished series' artifacts as notebook 07 leaves them: results.csv, the two tables, one figure."""
+    (root / "figures").mkdir(parents=True)
+    rows = [dict.fromkeys(RESULT_COLUMNS, "") | {"model": "m", "value": 0.5}] * 3
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(root / "results.csv", index=False)
+    (root / "table4.md").write_text("| model | MT-Bench |\n|---|---|\n| DPO | 6.73 |\n")
+    (root / "claims.md").write_text("| claim | verdict |\n|---|---|\n| (a) | holds |\n")
+    (root / "figures" / "07_benchmarks.png").write_bytes(b"\x89PNG fake")
+    return root
+
+
+def test_publish_results_copies_tables_and_figures(tmp_path):
+    root = _published_artifacts(tmp_path / "art")
+    page = report.publish_results(root, tmp_path / "out", commit="abc1234")
+    text = page.read_text()
+    assert "| DPO | 6.73 |" in text and "| (a) | holds |" in text
+    assert "3 rows" in text and "commit abc1234" in text
+    # the SHA-256 of results.csv, computed here with hashlib, not with our helper
+    assert hashlib.sha256((root / "results.csv").read_bytes()).hexdigest()[:16] in text
+    assert (tmp_path / "out" / "figures" / "07_benchmarks.png").read_bytes() == b"\x89PNG fake"
+    assert "](figures/07_benchmarks.png)" in text
+    # a figure the run did not make is named as missing, not linked
+    assert "](figures/07_lengths.png)" not in text and "no `figures/07_lengths.png`" in text
+
+
+def test_publish_results_names_the_command_when_tables_are_missing(tmp_path):
+    root = _published_artifacts(tmp_path / "art")
+    (root / "claims.md").unlink()
+    with pytest.raises(FileNotFoundError, match="claims.md.*mmalign run 07"):
+        report.publish_results(root, tmp_path / "out")
+    from mmalign_utils.cli import main
+    assert main(["publish", "--artifacts-dir", str(root), "--out", str(tmp_path / "out")]) == 1
+    (root / "claims.md").write_text("| claim |\n|---|\n| (b) |\n")
+    assert main(["publish", "--artifacts-dir", str(root), "--out", str(tmp_path / "out")]) == 0
+    assert "| (b) |" in (tmp_path / "out" / "RESULTS.md").read_text()
