@@ -732,6 +732,7 @@ def plot_lengths(summary: pd.DataFrame, controlled: pd.DataFrame | None = None):
 # ------------------------------------------------------------------------------------------------------------
 # Figure 3: attribute correlations from notebook 02's annotation store
 
+# formats.HELPSTEER_ATTRIBUTES, spelled out: importing formats or annotate pulls in datasets (seconds) for a tuple
 _ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 _PAPER_PAIRS = {("helpfulness", "correctness"): 0.93, ("helpfulness", "coherence"): 0.80,
                 ("correctness", "coherence"): 0.82, ("complexity", "helpfulness"): 0.67,
@@ -1023,7 +1024,6 @@ def save_report_table(frame: pd.DataFrame, artifacts_dir: str | Path, name: str,
     return csv_path, md_path
 
 
-
 # The figures the results page shows, in its order; the names notebooks 01 and 07 save under {artifacts}/figures/.
 PUBLISHED_FIGURES = (
     ("01_degradation.png", "Notebook 01: the base LLM and the MLLM on the text suite"),
@@ -1072,6 +1072,7 @@ def publish_results(artifacts_dir: str | Path, out_dir: str | Path, commit: str 
     page = out / "RESULTS.md"
     page.write_text("\n".join(lines), encoding="utf-8")
     return page
+
 
 __all__ = [
     "ABLATION_KNOBS", "DOES_NOT_HOLD", "HEADLINE_MEASURES", "HOLDS", "INCONCLUSIVE", "MEASUREMENT_KEY",
