@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mmalign_utils.formats import message_text
 from mmalign_utils.preference import (
     ATTRIBUTES, AnnotatedPrompt, build_dpo_pairs, build_rejection_sampling, build_sft, build_steerlm,
     dataset_card, flip_labels, pair_signal_report, quality, save_dataset, subset_by_image, word_count,
@@ -52,7 +53,7 @@ def annotation_store_dir(annotation_root: str | Path, samples_path: str | Path, 
 
 
 def store_folder_name(judge_id: str) -> str:
-    """A judge id as a folder name ("oracle:shapesworld-v1" -> "oracle_shapesworld-v1")."""
+    """A judge id as a folder name ("oracle:shapesworld-v2" -> "oracle_shapesworld-v2")."""
     return judge_id.replace(":", "_").replace("/", "_")
 
 
@@ -241,6 +242,46 @@ def pair_signal_by_group(prompts: Sequence[AnnotatedPrompt], dpo, groups: Mappin
                      "share_chosen_longer": report["share_chosen_longer"],
                      "quality_length_corr_within_prompt": report["quality_length_corr_within_prompt"]})
     return pd.DataFrame(rows).set_index("group")
+
+
+def demand_compliance(prompts: Sequence[AnnotatedPrompt], dpo, formats: Mapping[str, Mapping[str, Any]]
+                      ) -> pd.DataFrame:
+    """How the sampled answers meet the prompts' answer-format demands (`formats` maps prompt_id to its
+    `world.answer_format` spec; prompts without one are left out), one row per demand kind: prompts, share of
+    answers that honour the demand, share of prompts whose k answers differ in it (only those can give a pair
+    that teaches it), pairs, and the share of pairs whose chosen answer alone honours it, or the rejected alone."""
+    from mmalign_utils.world.answer_format import honours
+
+    pair_ids = list(dpo["prompt_id"]) if len(dpo) else []
+    pairs_by_prompt: dict[str, list[int]] = {}
+    for i, pid in enumerate(pair_ids):
+        pairs_by_prompt.setdefault(pid, []).append(i)
+    rows: dict[str, dict[str, float]] = {}
+    for p in prompts:
+        spec = formats.get(p.prompt_id)
+        if not spec:
+            continue
+        row = rows.setdefault(spec["kind"], {"prompts": 0, "answers": 0, "honoured": 0, "mixed": 0, "pairs": 0,
+                                             "chosen_only": 0, "rejected_only": 0})
+        met = [honours(a, spec) for a in p.answers]
+        row["prompts"] += 1
+        row["answers"] += len(met)
+        row["honoured"] += sum(met)
+        row["mixed"] += 0 < sum(met) < len(met)
+        for i in pairs_by_prompt.get(p.prompt_id, []):
+            chosen = honours(message_text(dpo[i]["chosen"][-1]), spec)
+            rejected = honours(message_text(dpo[i]["rejected"][-1]), spec)
+            row["pairs"] += 1
+            row["chosen_only"] += chosen and not rejected
+            row["rejected_only"] += rejected and not chosen
+    table = [{"demand": kind, "prompts": r["prompts"], "share_answers_honouring": r["honoured"] / r["answers"],
+              "share_prompts_mixed": r["mixed"] / r["prompts"], "pairs": r["pairs"],
+              "share_pairs_chosen_only_honours": r["chosen_only"] / r["pairs"] if r["pairs"] else math.nan,
+              "share_pairs_rejected_only_honours": r["rejected_only"] / r["pairs"] if r["pairs"] else math.nan}
+             for kind, r in sorted(rows.items())]
+    columns = ["demand", "prompts", "share_answers_honouring", "share_prompts_mixed", "pairs",
+               "share_pairs_chosen_only_honours", "share_pairs_rejected_only_honours"]
+    return pd.DataFrame(table, columns=columns).set_index("demand")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -438,9 +479,11 @@ def save_datasets(datasets: Mapping[str, Any], root: str | Path, prompts: Sequen
 
 
 def result_rows(spread: Mapping[str, Any], report: Mapping[str, Any], *, notebook: str, model: str, judge_id: str,
-                seed: int, profile: str, protocol: str, by_family: pd.DataFrame | None = None) -> list[ResultRow]:
+                seed: int, profile: str, protocol: str, by_family: pd.DataFrame | None = None,
+                demands: pd.DataFrame | None = None) -> list[ResultRow]:
     """The measurements of the annotation step as results.csv rows (benchmark "annotation"); with `by_family`
-    (`pair_signal_by_group`'s table) also the length signal per question family, split "family=NAME"."""
+    (`pair_signal_by_group`'s table) also the length signal per question family, split "family=NAME"; with
+    `demands` (`demand_compliance`'s table) the compliance per answer-format demand, split "demand=KIND"."""
     def row(metric: str, value: float, n: int, split: str = "all") -> ResultRow:
         return ResultRow(notebook=notebook, model=model, benchmark="annotation", split=split, metric=metric,
                          value=float(value), n=int(n), seed=seed, profile=profile, protocol=protocol, judge=judge_id)
@@ -469,6 +512,15 @@ def result_rows(spread: Mapping[str, Any], report: Mapping[str, Any], *, noteboo
                                    ("chosen_length_words_mean", "chosen_words"),
                                    ("rejected_length_words_mean", "rejected_words")):
                 rows.append(row(metric, stats[column], stats["pairs"], split=split))
+    for kind, stats in (demands.iterrows() if demands is not None else ()):
+        split = f"demand={kind}"
+        rows.append(row("share_answers_honouring", stats["share_answers_honouring"], stats["prompts"], split=split))
+        rows.append(row("share_prompts_mixed", stats["share_prompts_mixed"], stats["prompts"], split=split))
+        if stats["pairs"]:
+            rows.append(row("share_pairs_chosen_only_honours", stats["share_pairs_chosen_only_honours"],
+                            stats["pairs"], split=split))
+            rows.append(row("share_pairs_rejected_only_honours", stats["share_pairs_rejected_only_honours"],
+                            stats["pairs"], split=split))
     return rows
 
 

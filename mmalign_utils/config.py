@@ -35,6 +35,12 @@ class ProfileSpec:
     # errors (miss=1), the miss rate whose attribute-difference correlations come nearest the paper's Figure 3
     # under the rule written before the calibration (docs/oracle_and_sampling.md, scripts/calibrate_oracle_miss.py).
     annotation_judge: str = "gemini"
+    # The share of notebook 02's ShapesWorld prompts whose question ends with an answer-format demand of
+    # LLaVA-1.5's kinds (world.answer_format). Paper: 0, its prompt files carry their own wording. Toy: set in
+    # advance from a count of such demands in LRV-Instruct's public evaluation questions
+    # (scripts/count_lrv_demands.py; docs/oracle_and_sampling.md), not tuned on any outcome: 34 of 1,000 (3.4%),
+    # rounded to 0.05 by the rule fixed before the count.
+    demand_share: float = 0.0
 
     @property
     def torch_dtype(self):
@@ -58,6 +64,7 @@ PROFILES: dict[str, ProfileSpec] = {
         offline=True,
         sampling_temperature=0.9,
         annotation_judge="oracle:miss=1",
+        demand_share=0.05,
     ),
     "paper": ProfileSpec(
         name="paper",

@@ -151,19 +151,27 @@ def _lrv_instruction(scene, rng: random.Random) -> QAItem:
 
 def shapesworld_prompts(n_prompts: int, seed: int = 0, chart_share: float = 0.5,
                         lrv_mix: Mapping[str, float] = LRV_MIX,
-                        chart_mix: Mapping[str, float] = CHART_MIX) -> list[SamplingPrompt]:
+                        chart_mix: Mapping[str, float] = CHART_MIX,
+                        demand_share: float = 0.0) -> list[SamplingPrompt]:
     """`n_prompts` prompts, one per held-out image: a share `chart_share` of charts (SciGraphQA-like, source
     "scigraphqa"), the rest shapes scenes with LRV-Instruct-like questions (source "lrv"). Deterministic in seed.
 
     Scenes come from the held-out split at indices PROMPT_SCENE_OFFSET + i, so they are never training scenes of
     the toy LLaVA nor the images of the evaluation sets.
+
+    demand_share: the share of prompts whose question ends with an answer-format demand of LLaVA-1.5's kinds
+    (`world.answer_format`: a word or phrase, one sentence, the option's letter, N sentences of detail); the
+    prompt id then ends with the demand's kind. Demands are drawn from their own random stream, so the questions
+    and images are the same for every share.
     """
+    from mmalign_utils.world.answer_format import draw_demand
     from mmalign_utils.world.charts import generate_chart
     from mmalign_utils.world.scenes import generate_scene
 
     if n_prompts < 1:
         raise ValueError(f"n_prompts must be >= 1, got {n_prompts}")
     rng = random.Random(f"shapesworld-prompts:{seed}")
+    demand_rng = random.Random(f"shapesworld-demands:{seed}")
     prompts: list[SamplingPrompt] = []
     for i in range(n_prompts):
         visual_seed = scene_seed(seed, "heldout", PROMPT_SCENE_OFFSET + i)
@@ -175,7 +183,10 @@ def shapesworld_prompts(n_prompts: int, seed: int = 0, chart_share: float = 0.5,
             family = _draw(rng, lrv_mix)
             item = _lrv_instruction(scene, rng) if family == "lrv_instruction" else make_items(scene, family, rng)[0]
             source = "lrv"
-        prompts.append(SamplingPrompt(prompt_id=f"sw-{seed}-{i:06d}-{item.family}", question=item.question,
+        item = draw_demand(item, demand_rng, demand_share)
+        demand = item.extra.get("answer_format", {}).get("kind")
+        prompt_id = f"sw-{seed}-{i:06d}-{item.family}" + (f"-{demand}" if demand else "")
+        prompts.append(SamplingPrompt(prompt_id=prompt_id, question=item.question,
                                       source=source, qa_item=item, reference_answer=item.detailed_answer))
     return prompts
 

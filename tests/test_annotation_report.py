@@ -120,7 +120,7 @@ def test_judge_calibration_rates_the_same_answers_with_each_judge(tmp_path):
     samples_path = tmp_path / "samples_k4_t0.9_m16.jsonl"
     table = judge_calibration(samples, prompts, ["oracle", "oracle:miss=1"], tmp_path / "annotation", samples_path,
                               progress=False)
-    assert list(table.index) == ["oracle:shapesworld-v1", "oracle:shapesworld-v1(miss=1,seed=0)"]
+    assert list(table.index) == ["oracle:shapesworld-v2", "oracle:shapesworld-v2(miss=1,seed=0)"]
     assert table["figure3_distance"].between(0, 2).all() and (table["n_pairs"] <= 8).all()
     exact, lenient = (
         {row["item_id"]: row["scores"] for row in load_annotations(annotation_store_dir(tmp_path / "annotation",
@@ -135,3 +135,35 @@ def test_judge_calibration_rates_the_same_answers_with_each_judge(tmp_path):
             assert {a: strict[a] for a in ("coherence", "complexity", "verbosity")} == \
                    {a: loose[a] for a in ("coherence", "complexity", "verbosity")}
     assert any(quality(loose) > quality(strict) for p in exact for strict, loose in zip(exact[p], lenient[p]))
+
+
+def test_demand_compliance_by_hand():
+    from mmalign_utils.annotation_report import demand_compliance
+
+    prompts = [
+        # W asks for a word: answers "Yes." (honours) and "Yes, it is there. It is red." (two sentences: does not);
+        # qualities 12 and 6 -> one pair, chosen "Yes." alone honours.
+        prompt("W", [s(4, 4, 4), s(2, 2, 2)], ["Yes.", "Yes, it is there. It is red."]),
+        # V asks for a word too: both answers honour it, qualities 3 and 12 -> a pair in which both honour.
+        prompt("V", [s(1, 1, 1), s(4, 4, 4)], ["Red.", "A red circle."]),
+        # O asks for one sentence: neither "Red." (1 word) nor the two-sentence answer honours; spread 1, no pair.
+        prompt("O", [s(3, 3, 2), s(3, 2, 2)], ["Red.", "It is red. It is big."]),
+        # N carries no demand and is left out.
+        prompt("N", [s(4, 4, 4), s(1, 1, 1)], ["a", "b"]),
+    ]
+    dpo = build_dpo_pairs(prompts)
+    table = demand_compliance(prompts, dpo, {"W": {"kind": "word"}, "V": {"kind": "word"},
+                                             "O": {"kind": "sentence"}})
+    assert list(table.index) == ["sentence", "word"]
+    word, sentence = table.loc["word"], table.loc["sentence"]
+    # word: 3 of 4 answers honour; W is mixed, V is not -> 1/2; 2 pairs, chosen alone honours in W's -> 1/2
+    assert (word["prompts"], word["share_answers_honouring"], word["share_prompts_mixed"]) == (2, 0.75, 0.5)
+    assert (word["pairs"], word["share_pairs_chosen_only_honours"], word["share_pairs_rejected_only_honours"]) == \
+        (2, 0.5, 0.0)
+    assert (sentence["prompts"], sentence["share_answers_honouring"], sentence["pairs"]) == (1, 0.0, 0)
+    assert math.isnan(sentence["share_pairs_chosen_only_honours"])
+    rows = result_rows(spread_summary(prompts), pair_signal_report(prompts, dpo), notebook="02", model="m",
+                       judge_id="oracle", seed=0, profile="toy", protocol="k=2", demands=table)
+    found = {(r.split, r.metric): (r.value, r.n) for r in rows if r.split.startswith("demand=")}
+    assert found[("demand=word", "share_pairs_chosen_only_honours")] == (0.5, 2)
+    assert ("demand=sentence", "share_pairs_chosen_only_honours") not in found

@@ -46,14 +46,14 @@ def test_smoke_run_headless(tmp_path):
     assert len(samples) == 6 and all(len(json.loads(line)["answers"]) == 4 for line in samples)
     for name in ("dpo", "rejection_sampling", "steerlm", "sft", "dpo_images_50", "dpo_flip_25"):
         card = (shared / "preference" / name / "README.md").read_text()
-        assert "oracle:shapesworld-v1(miss=1,seed=0)" in card and "within-prompt quality spread" in card
+        assert "oracle:shapesworld-v2(miss=1,seed=0)" in card and "within-prompt quality spread" in card
     with open(artifacts / "results.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["notebook"] == "02_annotation"]
     metrics = {r["metric"] for r in rows}
     assert {"quality_spread_mean", "share_prompts_with_pair", "chosen_quality_mean", "rejected_length_words_mean"} \
         <= metrics
     # judge None rates with the toy profile's annotator, the lenient oracle (config.PROFILES)
-    assert all(r["judge"] == "oracle:shapesworld-v1(miss=1,seed=0)" and r["model"] == "toy_llava" for r in rows)
+    assert all(r["judge"] == "oracle:shapesworld-v2(miss=1,seed=0)" and r["model"] == "toy_llava" for r in rows)
     executed = json.loads(out.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors

@@ -225,8 +225,8 @@ def test_a_lenient_rater_still_checks_the_core_verdict():
 
 def test_miss_spec_names_the_judge_and_says_what_it_overlooked():
     lenient = make_judge("oracle:miss=1")
-    assert lenient.judge_id == "oracle:shapesworld-v1(miss=1,seed=0)"
-    assert make_judge("oracle:miss=0").judge_id == make_judge("oracle").judge_id == "oracle:shapesworld-v1"
+    assert lenient.judge_id == "oracle:shapesworld-v2(miss=1,seed=0)"
+    assert make_judge("oracle:miss=0").judge_id == make_judge("oracle").judge_id == "oracle:shapesworld-v2"
     item = dict(items_for_annotation()[0], answers=[PERFECT + " There is also a green triangle in the top right "
                                                     "corner.", "Shapes."])
     reply = json.loads(lenient.complete(build_request(item, k=2)).text)
@@ -254,5 +254,64 @@ def test_overlooked_errors_are_a_seeded_share():
 def test_the_toy_profile_annotates_with_the_lenient_oracle_and_the_paper_profile_with_gemini():
     from mmalign_utils.config import get_profile
 
-    assert make_judge(get_profile("toy").annotation_judge).judge_id == "oracle:shapesworld-v1(miss=1,seed=0)"
+    assert make_judge(get_profile("toy").annotation_judge).judge_id == "oracle:shapesworld-v2(miss=1,seed=0)"
     assert get_profile("paper").annotation_judge == "gemini"
+
+
+# Rule 8: answer-format demands (world.answer_format). Each expected score is rules 1-7 worked out by hand, then
+# rule 8: 1 less helpfulness when the demand is not honoured; a bare right word earns 4 when one was asked for.
+def with_format(item: dict, kind: str, **spec) -> dict:
+    return {**item, "qa_extra": {**item["qa_extra"], "answer_format": {"kind": kind, **spec}}}
+
+
+def test_a_bare_right_answer_earns_full_helpfulness_when_a_word_was_asked_for():
+    pope = fields(SCENE, "existence", "pope", short="no", label="no", query={"color": "green", "shape": "triangle"})
+    question = "Is there a green triangle in the image?\nAnswer the question using a single word or phrase."
+    answers = ["No.", "No, there is no green triangle. There is a large red circle in the top left corner."]
+    got = scores(question, answers, with_format(pope, "word"))
+    # 1: right verdict, bare, and bare was asked -> helpfulness 4 (3 without the demand, test_yes_no_verdicts);
+    #    correctness 4, coherence 4, complexity 0 (1 word), verbosity 1/12 -> 0.
+    # 2: the 4-helpfulness answer of test_yes_no_verdicts, but two sentences of 17 words: not a word or phrase
+    #    -> 4 - 1 = 3; the other four attributes as there (4, 4, 1, 2).
+    assert got == [as_dict(4, 4, 4, 0, 0), as_dict(3, 4, 4, 1, 2)]
+
+
+def test_a_one_sentence_demand_on_a_count_question():
+    count = fields(SCENE, "count", "count_shape", short="1", accepted=["1", "one"])
+    question = "How many stars are there?\nAnswer in one sentence."
+    answers = ["There is one star in the bottom right corner.",
+               "There is one star. It is large and yellow."]
+    got = scores(question, answers, with_format(count, "sentence"))
+    # 1: as in test_short_answer_counts (4, 4, 4, 1, 2), one sentence of 9 words: honoured, nothing changes.
+    # 2: core right ("one" in the first sentence), 9 words, true claims -> 4 before rule 8; two sentences -> 3.
+    #    correctness 4; coherence 4; complexity 1 (mean sentence 4.5 words); verbosity 9/10 -> 2.
+    assert got == [as_dict(4, 4, 4, 1, 2), as_dict(3, 4, 4, 1, 2)]
+
+
+def test_a_detail_demand_on_a_description_counts_sentences():
+    question = "Describe this image in detail.\nAnswer in detail, in at least 3 sentences."
+    short_full = ("A large red circle is in the top left corner, a small blue square is in the center and a large "
+                  "yellow star is in the bottom right corner.")
+    got = scores(question, [PERFECT, short_full], with_format(DESCRIBE, "detail", min_sentences=3))
+    # 1: PERFECT has 4 sentences: honoured, scores as in test_perfect_detailed_description_scores_high.
+    # 2: one 30-word sentence covering all three objects: coverage full -> correctness 4, helpfulness 4 - 1 = 3
+    #    (one sentence, 3 asked). coherence 4 (no 3-gram repeats: "is in the" twice of 28 = 0.07 <= 0.12);
+    #    complexity 1 + 1 (one 30-word sentence >= 10) + 0 (no connective) + long words (7+ letters: "center",
+    #    "bottom" are 6; none of 30 -> 0) = 2; verbosity 30/38 = 0.79 -> 2.
+    assert got == [as_dict(4, 4, 4, 1, 2), as_dict(3, 4, 4, 2, 2)]
+
+
+def test_a_wrong_answer_cannot_go_below_zero_for_a_missed_demand():
+    pope = fields(SCENE, "existence", "pope", short="no", label="no", query={"color": "green", "shape": "triangle"})
+    question = "Is there a green triangle in the image?\nAnswer in one sentence."
+    # wrong verdict -> helpfulness 0, and "Yes." is one sentence of 1 word (not 3+): not honoured, still 0.
+    got = scores(question, ["Yes."], with_format(pope, "sentence"))
+    assert got == [as_dict(0, 0, 4, 0, 0)]
+
+
+def test_the_option_letter_alone_honours_the_letter_demand():
+    from mmalign_utils.world.answer_format import honours
+
+    letter = {"kind": "letter"}
+    assert [honours(a, letter) for a in ("B", "B.", "(B)", " b ", "B. A red circle.", "The answer is B.")] == \
+        [True, True, True, True, False, False]

@@ -79,6 +79,51 @@ def test_shapesworld_prompts_follow_a_given_mix():
     assert {p.qa_item.extra.get("subtype") for p in lrv_only if p.source == "lrv"} == {"lrv"}
 
 
+def test_a_share_of_prompts_carries_an_answer_format_demand_the_oracle_reads():
+    from mmalign_utils.judges.oracle import OracleItem
+    from mmalign_utils.world.answer_format import INSTRUCTIONS, applicable_kinds
+
+    plain = shapesworld_prompts(200, seed=4)
+    demanded = shapesworld_prompts(200, seed=4, demand_share=0.25)
+    assert [p.question for p in demanded] == [p.question for p in shapesworld_prompts(200, seed=4, demand_share=0.25)]
+    with_demand = [(p, d) for p, d in zip(plain, demanded) if d.question != p.question]
+    # a binomial(200, 0.25) share: mean 50, sd 6.1; 30-70 is more than 3 sd either side
+    assert 30 <= len(with_demand) <= 70
+    kinds = Counter()
+    for p, d in with_demand:
+        spec = d.qa_item.extra["answer_format"]
+        kinds[spec["kind"]] += 1
+        # the same image and question, the instruction appended as the last line, the kind in the prompt id
+        assert d.qa_item.scene == p.qa_item.scene and d.question == f"{p.question}\n{INSTRUCTIONS[spec['kind']]}"
+        assert d.prompt_id == f"{p.prompt_id}-{spec['kind']}"
+        assert spec["kind"] in applicable_kinds(p.qa_item)
+        # what the annotator sends the oracle carries the demand
+        assert OracleItem.from_fields(d.question, d.oracle_fields()).answer_format == spec
+    assert {"word", "sentence", "detail"} <= set(kinds)  # the default mix has no multiple choice: no letters
+    # prompts without a demand are the share-0 prompts, ids included (their samples can be reused)
+    assert all(p.prompt_id == d.prompt_id for p, d in zip(plain, demanded) if d.question == p.question)
+    assert all(OracleItem.from_fields(p.question, p.oracle_fields()).answer_format == {} for p in plain)
+
+
+def test_answer_format_rules_by_hand():
+    from mmalign_utils.world.answer_format import honours, with_demand
+    from mmalign_utils.world.qa import make_items
+    from mmalign_utils.world.scenes import generate_scene
+
+    word, sentence, detail = {"kind": "word"}, {"kind": "sentence"}, {"kind": "detail", "min_sentences": 3}
+    assert [honours(a, word) for a in ("Yes.", "a red circle", "The large red circle.", "Two red circles are there.",
+                                       "Yes. It is red.", "")] == [True, True, True, False, False, False]
+    assert [honours(a, sentence) for a in ("There is one star.", "Yes.", "There is one star. It is big.",
+                                           "There is one star in the corner")] == [True, False, False, True]
+    assert [honours(a, detail) for a in ("One. Two. Three.", "One. Two.", "- a red circle\n- a blue square\n- a star")] \
+        == [True, False, True]
+    describe = make_items(generate_scene(5), "describe", __import__("random").Random(0))[0]
+    with pytest.raises(ValueError, match="cannot take the demand 'letter'"):
+        with_demand(describe, "letter")
+    with pytest.raises(ValueError, match="unknown answer-format demand"):
+        honours("x", {"kind": "bullets"})
+
+
 def test_self_sample_resumes_without_resampling(tmp_path, fake_sampler):
     prompts = shapesworld_prompts(5, seed=0)
     out = tmp_path / "samples.jsonl"
@@ -198,3 +243,22 @@ def test_self_sample_with_a_real_toy_llava(tmp_path):
                           batch_size=2, seed=0, progress=False)
     assert all(len(r["answers"]) == 2 and all(isinstance(a, str) for a in r["answers"]) for r in records)
     assert all(0 <= n <= 7 for r in records for n in r["answer_tokens"])
+
+
+def test_the_lrv_demand_count_rule_by_hand():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "count_lrv_demands.py"
+    spec = importlib.util.spec_from_file_location("count_lrv_demands", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    questions = ["Express the scene of the image in a sentence.",         # sentences
+                 "Answer the question using a single word or phrase.",    # word
+                 "Answer with the option's letter from the given choices directly.",  # letter
+                 "Create a short poem about the scene.",                 # length
+                 "In two sentences, give a detailed account.",           # sentences and length: one question
+                 "Is there a red bus?", "Describe the sentence on the sign."]  # neither
+    per_kind, any_kind, _ = module.count_demands(questions)
+    assert dict(per_kind) == {"sentences": 2, "word": 1, "letter": 1, "length": 2}
+    assert any_kind == 5

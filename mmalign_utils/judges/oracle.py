@@ -9,9 +9,10 @@ under the rules below. Other modules add tasks with `register_oracle_task(name, 
 What an item must carry (in `payload["item"]`; `item_fields(qa_item)` builds it from a ShapesWorld QAItem):
     scene_json (or scene): Scene.to_dict() / Chart.to_dict(), as JSON text or a dict
     family: the QAItem family ("existence", "describe", "count", "chart", ...)
-    short_answer, label ("yes"/"no"/None), qa_extra (QAItem.extra: subtype, accepted answers, query object)
+    short_answer, label ("yes"/"no"/None), qa_extra (QAItem.extra: subtype, accepted answers, query object,
+    and answer_format when the question ends with an answer-format demand, `world.answer_format`)
 
-RULES (version 1). Words are runs of letters or digits. "Errors" are the grounding errors of
+RULES (version 2; version 1 had no rule 8). Words are runs of letters or digits. "Errors" are the grounding errors of
 `world.grounding.ground` for shapes scenes (hallucinated objects, wrong sizes/positions, wrong numbers, false
 denials) and, for charts, the chart-claim errors below (colours not in the chart, wrong bar/line/point counts,
 wrong chart kind, a wrong tallest/shortest bar, a wrong trend, a geometric shape other than the bars'
@@ -44,18 +45,20 @@ rectangles or the lines' dots).
 4. helpfulness (does it give the asker what they asked for, correctly):
    describe    the same coverage level as correctness minus errors; an answer under 5 words, or one that claims
                nothing about the image, gets at most 1 (correct but not what was asked).
-   yes/no      right verdict: 4 with a supporting reason (at least 5 words and a true claim about the image), 3
-               otherwise; minus errors, at least 1.
+   yes/no      right verdict: 4 with a supporting reason (at least 5 words and a true claim about the image), or
+               bare when the question asked for a word or phrase (rule 8), 3 otherwise; minus errors, at least 1.
                wrong verdict: 0. no verdict: 1 if it states something true and nothing false, else 0.
    lrv_absent  right (denies): 4 if it also says what is there instead, else 3; minus errors, at least 1.
                wrong (goes along with the false premise): 0. missing: as for yes/no.
    lrv_present right: 2, +1 if it states the object's size correctly, +1 if its position (or names its cell
                anywhere); minus errors, at least 1.
                wrong: 0. missing: as for yes/no.
-   short       right: 4 as a sentence of at least 4 words, 3 as a bare word or phrase; minus errors, at least 1.
+   short       right: 4 as a sentence of at least 4 words, or bare when the question asked for a word, phrase or
+               option letter (rule 8), 3 as a bare word or phrase otherwise; minus errors, at least 1.
                wrong: 0.
    then        at most coherence + 1 (a garbled answer is hard to use), and 1 less if the answer is over four
-               times the expected length (rambling), never below 0.
+               times the expected length (rambling; with a detail demand the expected length is at least 12
+               words per sentence asked for), never below 0.
 5. coherence (clarity, whatever the truth): 4 minus penalties: 3-word repetition (share of repeated 3-grams
    over 0.12: 1, over 0.3: 2, over 0.5: 3; a sentence repeated verbatim: at least 1); junk tokens (share of
    tokens that are not words or numbers over 0.05: 1, over 0.2: 2, over 0.4: 4); word salad or off-topic
@@ -69,6 +72,12 @@ rectangles or the lines' dots).
 7. verbosity (length against what the question calls for): ratio = words / expected words, expected = 12 for
    yes/no, 10 for short, 18 for LRV instructions, 8 + 10 per object for scene descriptions, 30 + 6 per series for
    chart descriptions; ratio < 0.25: 0, < 0.6: 1, <= 1.6: 2, <= 3: 3, above: 4.
+
+8. answer-format demands (only for questions that carry one in qa_extra["answer_format"], a share of the
+   toy's preference prompts; `world.answer_format.honours` decides): a word or phrase (one sentence of 1-4
+   words), one sentence (exactly one, 3+ words), the option's letter alone, or N sentences of detail (N or
+   more). Not honoured: helpfulness 1 less, never below 0. Honoured: the length terms of rule 4 give way (a bare
+   right word or letter earns the 4 that a sentence would). The other attributes do not look at demands.
 
 The reply's "reasoning" states, per answer, the demand, the core verdict, the claims found, the coverage and the
 length, so a reader can check every score against these rules.
@@ -90,12 +99,13 @@ from typing import Any
 
 from mmalign_utils.judges.base import Judge, JudgeConfigError, JudgeError, JudgeReply, JudgeRequest
 from mmalign_utils.world import vocab
+from mmalign_utils.world.answer_format import honours
 from mmalign_utils.world.charts import Chart
 from mmalign_utils.world.grounding import extract_mentions, ground
 from mmalign_utils.world.lexicon import NUMBER_WORDS
 from mmalign_utils.world.scenes import Scene
 
-ORACLE_VERSION = "1"
+ORACLE_VERSION = "2"  # 2: rule 8 (answer-format demands); ratings of items without a demand as in 1
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 # ------------------------------------------------------------------------------------------------------------
@@ -219,6 +229,7 @@ class OracleItem:
     query: dict
     demand: str  # "yesno" | "lrv_absent" | "lrv_present" | "describe" | "short"
     expected_words: int
+    answer_format: dict = field(default_factory=dict)  # rule 8: the question's answer-format demand, if any
 
     @property
     def is_chart(self) -> bool:
@@ -250,7 +261,8 @@ class OracleItem:
         demand = _demand(family, subtype, label)
         return cls(question=question, visual=visual, family=family, subtype=subtype, label=label,
                    accepted=accepted, query=dict(extra.get("query") or {}), demand=demand,
-                   expected_words=_expected_words(demand, visual))
+                   expected_words=_expected_words(demand, visual),
+                   answer_format=dict(extra.get("answer_format") or {}))
 
 
 def _demand(family: str, subtype: str, label: str | None) -> str:
@@ -692,6 +704,9 @@ def rate_answer(answer: str, item: OracleItem, miss_rate: float = 0.0, miss_seed
     # (the describe rule below) still counts every claim, caught or not
     errors, true_claims = len(caught), claims.n_correct > 0
     any_errors = bool(claims.errors)
+    fmt = item.answer_format
+    honoured = honours(answer, fmt) if fmt else None
+    bare_asked = bool(honoured) and fmt.get("kind") in ("word", "letter")  # rule 8: a bare answer was asked for
     notes = [f"{item.demand} question"]
     if stats.n_words == 0:
         return AnswerRating({a: 0 for a in ATTRIBUTES}, notes + ["empty answer"])
@@ -710,11 +725,11 @@ def rate_answer(answer: str, item: OracleItem, miss_rate: float = 0.0, miss_seed
             said = verdict(answer, item, claims)
             core = "missing" if said is None else "correct" if said == item.label else "wrong"
             notes.append(f"verdict {said or 'none'} (truth {item.label})")
-            right_help = 4 if stats.n_words >= 5 and true_claims else 3
+            right_help = 4 if (stats.n_words >= 5 and true_claims) or bare_asked else 3
         elif item.demand == "short":
             core = "correct" if short_answer_correct(answer, item) else "wrong"
             notes.append(f"core answer {core} (expected {item.accepted[0] if item.accepted else '?'})")
-            right_help = 4 if stats.n_words >= 4 else 3
+            right_help = 4 if stats.n_words >= 4 or bare_asked else 3
         else:
             core = lrv_core(item, claims, answer)
             notes.append(f"{'false premise' if item.demand == 'lrv_absent' else 'object'} handled: {core}")
@@ -734,9 +749,16 @@ def rate_answer(answer: str, item: OracleItem, miss_rate: float = 0.0, miss_seed
             correctness = max(0, (2 if true_claims else 1) - errors)
             helpfulness = 1 if true_claims and not errors else 0
     helpfulness = min(helpfulness, coherence + 1)
-    if stats.n_words > 4 * item.expected_words:
+    expected = item.expected_words
+    if fmt.get("kind") == "detail":
+        expected = max(expected, 12 * int(fmt.get("min_sentences", 1)))
+    if stats.n_words > 4 * expected:
         helpfulness = max(0, helpfulness - 1)
         notes.append("rambling")
+    if honoured is not None:
+        if not honoured:
+            helpfulness = max(0, helpfulness - 1)
+        notes.append(f"format demand {'honoured' if honoured else 'not honoured'} ({fmt.get('instruction', '')})")
     notes.append(f"{claims.n_correct} true claim(s), {errors} error(s)" +
                  (f": {'; '.join(caught[:4])}" if errors else ""))
     if len(caught) < len(claims.errors):
