@@ -6,6 +6,7 @@
     mmalign score pope --answers answers.jsonl --data-dir data/   # rescore answers made by any tool
     mmalign sweep 05 --grid beta 0.05 0.1 0.5 --grid seed 0 1 2    # one run per combination, own folder each
     mmalign publish --artifacts-dir artifacts --out docs/results  # notebook 07's tables and figures, for the README
+    mmalign pack-toy --artifacts-dir artifacts --out packs/toy_llava  # a finished toy LLaVA as its trained parts
 """
 from __future__ import annotations
 
@@ -231,6 +232,24 @@ def cmd_build_toy(args) -> int:
     return 0
 
 
+def cmd_pack_toy(args) -> int:
+    """Pack the finished toy LLaVA build of an artifacts folder as its trained parts (train/toy_pack.py)."""
+    from mmalign_utils.config import RunContext
+    from mmalign_utils.train.toy_pack import pack_toy_llava
+    from mmalign_utils.train.vit import toy_llava_dir
+
+    ctx = RunContext(profile="toy", smoke=args.smoke, seed=args.seed or 0, artifacts_dir=Path(args.artifacts_dir))
+    try:
+        pack = pack_toy_llava(toy_llava_dir(ctx), args.out)
+    except (FileNotFoundError, RuntimeError) as error:
+        print(f"mmalign pack-toy: {error}", file=sys.stderr)
+        return 1
+    size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file()) / 2**20
+    print(f"[mmalign] packed {pack['packed_from']} into {args.out} ({size:.1f} MB; {len(pack['tensor_sha256'])} "
+          "tensors checked by unpacking)")
+    return 0
+
+
 def cmd_publish(args) -> int:
     """Copy notebook 07's tables and the main figures into a folder the README links (report.publish_results)."""
     import subprocess
@@ -308,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_build.add_argument("--artifacts-dir", default="artifacts", help="where the build is kept (default: artifacts)")
     p_build.add_argument("--rebuild", action="store_true", help="build again even if a finished build is there")
     p_build.set_defaults(func=cmd_build_toy)
+
+    p_pack = sub.add_parser("pack-toy", help="pack a finished toy LLaVA build as its trained parts (packs/)")
+    p_pack.add_argument("--smoke", action="store_true", help="the smoke build")
+    p_pack.add_argument("--seed", type=int, help="seed of the build (default 0)")
+    p_pack.add_argument("--artifacts-dir", default="artifacts", help="where the build is (default: artifacts)")
+    p_pack.add_argument("--out", default="packs/toy_llava", help="the pack's folder (default: packs/toy_llava)")
+    p_pack.set_defaults(func=cmd_pack_toy)
 
     p_pub = sub.add_parser("publish", help="copy notebook 07's tables and figures into a folder for the README")
     p_pub.add_argument("--artifacts-dir", default="artifacts", help="the series' artifacts (default: artifacts)")

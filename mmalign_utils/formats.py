@@ -25,8 +25,10 @@ from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
 from datasets import Sequence as SequenceFeature
 
+from mmalign_utils.helpsteer import ATTRIBUTES
+
 # The five HelpSteer attributes, in HelpSteer's order; each is an integer 0-4.
-HELPSTEER_ATTRIBUTES: tuple[str, ...] = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+HELPSTEER_ATTRIBUTES: tuple[str, ...] = ATTRIBUTES  # helpsteer.py holds the one definition
 IMAGE_TOKEN = "<image>"
 
 # --------------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmalign_utils.helpsteer import ATTRIBUTES
 from mmalign_utils.results import RESULT_COLUMNS
 
 MEASUREMENT_KEY = ("profile", "model", "benchmark", "split", "metric", "protocol", "judge")
@@ -732,8 +733,6 @@ def plot_lengths(summary: pd.DataFrame, controlled: pd.DataFrame | None = None):
 # ------------------------------------------------------------------------------------------------------------
 # Figure 3: attribute correlations from notebook 02's annotation store
 
-# formats.HELPSTEER_ATTRIBUTES, spelled out: importing formats or annotate pulls in datasets (seconds) for a tuple
-_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 _PAPER_PAIRS = {("helpfulness", "correctness"): 0.93, ("helpfulness", "coherence"): 0.80,
                 ("correctness", "coherence"): 0.82, ("complexity", "helpfulness"): 0.67,
                 ("complexity", "correctness"): 0.65, ("complexity", "coherence"): 0.60,
@@ -743,7 +742,7 @@ _PAPER_PAIRS = {("helpfulness", "correctness"): 0.93, ("helpfulness", "coherence
 
 def paper_figure3() -> pd.DataFrame:
     """The paper's Figure 3 (§6.3): Pearson r between attribute differences of response pairs (n = 500)."""
-    matrix = pd.DataFrame(np.eye(len(_ATTRIBUTES)), index=list(_ATTRIBUTES), columns=list(_ATTRIBUTES))
+    matrix = pd.DataFrame(np.eye(len(ATTRIBUTES)), index=list(ATTRIBUTES), columns=list(ATTRIBUTES))
     for (a, b), r in _PAPER_PAIRS.items():
         matrix.loc[a, b] = matrix.loc[b, a] = r
     return matrix

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import jsonschema
 
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-MIN_SCORE, MAX_SCORE = 0, 4
+from mmalign_utils.helpsteer import ATTRIBUTES, MAX_SCORE, MIN_SCORE
 
 
 class InvalidReply(ValueError):

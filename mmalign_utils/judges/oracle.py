@@ -97,6 +97,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmalign_utils.helpsteer import ATTRIBUTES
 from mmalign_utils.judges.base import Judge, JudgeConfigError, JudgeError, JudgeReply, JudgeRequest
 from mmalign_utils.world import vocab
 from mmalign_utils.world.answer_format import honours
@@ -106,7 +107,6 @@ from mmalign_utils.world.lexicon import NUMBER_WORDS
 from mmalign_utils.world.scenes import Scene
 
 ORACLE_VERSION = "2"  # 2: rule 8 (answer-format demands); ratings of items without a demand as in 1
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 
 # ------------------------------------------------------------------------------------------------------------
 # The task registry

@@ -36,6 +36,7 @@ from mmalign_utils.train.lm_batches import (ChatExample, PlainCaption, answer_on
 from mmalign_utils.train.longform import write_longform
 from mmalign_utils.train.text_mix import text_instructions, training_answer, write_text_answers
 from mmalign_utils.train.peft_setup import set_lora_input_casting, training_attention
+from mmalign_utils.train.toy_pack import default_pack_for, unpack_toy_llava
 from mmalign_utils.train.vision_pretrain import (ProjectorInitConfig, VisionPretrainConfig,
                                                  init_projector_from_words, pretrain_vision_tower)
 from mmalign_utils.vqa import score_predictions
@@ -345,10 +346,34 @@ def run_stage1(model, processor, examples, cfg: VITConfig, progress: bool = True
                        "stage 1 (captions)", cfg.uses_bf16(), progress, checkpoint=checkpoint)
 
 
+# The language model's linear layers that stage 2 adapts with LoRA.
+STAGE2_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def stage2_lora_config(cfg: VITConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      target_modules=STAGE2_LORA_TARGETS)
+
+
+def merge_stage2_lora(peft_model):
+    """The stage-2 adapters merged into the language model, in fp32: W + dW computed on bf16 weights would be
+    rounded before it is ever saved. `train.toy_pack` merges a packed build with this same function."""
+    set_lora_input_casting(peft_model, True)
+    peft_model.base_model.model.to(torch.float32)
+    merged = peft_model.merge_and_unload()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    return merged
+
+
 def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True, on_step=None,
-               checkpoint: LoopCheckpoint | None = None, records: list[dict] | None = None):
-    """Returns (merged model, losses). `on_step`, `checkpoint`, `records`: see _train_loop."""
-    from peft import LoraConfig, get_peft_model
+               checkpoint: LoopCheckpoint | None = None, records: list[dict] | None = None,
+               lora_out: dict | None = None):
+    """Returns (merged model, losses). `on_step`, `checkpoint`, `records`: see _train_loop. `lora_out`: a dict
+    that receives the trained LoRA factors (name -> fp32 tensor) before they are merged."""
+    from peft import get_peft_model
 
     if cfg.stage2_lm not in ("lora", "full"):
         raise ValueError(f"VITConfig.stage2_lm must be 'lora' or 'full', not {cfg.stage2_lm!r}")
@@ -368,9 +393,7 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
         for p in model.parameters():
             p.requires_grad_(False)
         return model, losses
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
-    peft_model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, stage2_lora_config(cfg))
     set_lora_input_casting(peft_model, not cfg.uses_bf16())  # under autocast the bf16 input goes straight in
     projector = peft_model.base_model.model.model.multi_modal_projector
     for p in projector.parameters():
@@ -381,13 +404,22 @@ def run_stage2(model, processor, examples, cfg: VITConfig, progress: bool = True
     losses = _train_loop(peft_model, processor, examples, groups, cfg.stage2_steps, cfg.stage2_batch_size,
                          cfg.seed + 2, "stage 2 (VQA mix)", cfg.uses_bf16(), progress, on_step, checkpoint,
                          records)
-    set_lora_input_casting(peft_model, True)
-    # Merge in fp32: W + dW computed on bf16 weights would be rounded before it is ever saved.
-    peft_model.base_model.model.to(torch.float32)
-    merged = peft_model.merge_and_unload()
-    for p in merged.parameters():
-        p.requires_grad_(False)
-    return merged, losses
+    if lora_out is not None:
+        lora_out.update({n: p.detach().to(torch.float32).clone() for n, p in peft_model.named_parameters()
+                         if "lora_" in n})
+    return merge_stage2_lora(peft_model), losses
+
+
+def save_stage2_lora(folder: Path, lora_state: dict, cfg: VITConfig) -> None:
+    """The trained stage-2 LoRA factors (fp32) and what merging them needs: the LoRA shape and whether the frozen
+    language model was stored in bf16 before the merge (it changes the merged weights' bits)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in lora_state.items()}, str(folder / "adapter.safetensors"))
+    (folder / "lora.json").write_text(json.dumps({"r": cfg.lora_r, "alpha": cfg.lora_alpha,
+                                                  "dropout": cfg.lora_dropout, "targets": STAGE2_LORA_TARGETS,
+                                                  "frozen_lm_bf16": cfg.uses_bf16()}, indent=2))
 
 
 def evaluate_vqa(model, processor, items, images, batch_size: int = 32, progress: bool = True):
@@ -478,11 +510,15 @@ def build_toy_llava(out_dir: str | Path, cfg: VITConfig | None = None, progress:
         timings["stage1"] = time.time() - t
         t = time.time()
         curve: list[dict] = []
+        lora_state: dict = {}
         model, stage2_losses = run_stage2(
             model, processor, stage2_examples(plan, written_map, text_pool), cfg, progress,
             on_step=_reading_curve(processor, cfg, image_size, progress),
-            checkpoint=LoopCheckpoint(out_dir / "ckpt_stage2", every=cfg.checkpoint_every), records=curve)
+            checkpoint=LoopCheckpoint(out_dir / "ckpt_stage2", every=cfg.checkpoint_every), records=curve,
+            lora_out=lora_state)
         timings["stage2"] = time.time() - t  # this session's share when it resumed from a checkpoint
+    if lora_state:  # kept so that `mmalign pack-toy` can ship the build as its trained parts (train/toy_pack.py)
+        save_stage2_lora(out_dir / "lora", lora_state, cfg)
     # Evaluate exactly what is saved: all weights rounded to bf16 (half the disk; loaders choose their own dtype),
     # computed in the build's dtype (widening bf16 weights to fp32 is exact).
     model = model.to(torch.bfloat16).to(torch.bfloat16 if cfg.uses_bf16() else torch.float32)
@@ -611,7 +647,9 @@ def toy_llava_dir(ctx) -> Path:
 def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, rebuild: bool = False
                      ) -> tuple[Path, dict]:
     """The run's toy LLaVA: reuse the finished build at `toy_llava_dir(ctx)` ({artifacts}/{variant}/toy_llava, or
-    a sweep root's), else build it there, resuming a half-finished build's checkpoints."""
+    a sweep root's); else unpack the repository's pack of the same configuration (`train.toy_pack`, packs/) when
+    there is one and no half-finished build waits; else build it there, resuming a half-finished build's
+    checkpoints. `rebuild` trains a new one whatever exists."""
     out_dir = ctx.input_home("toy_llava") if rebuild else toy_llava_dir(ctx)
     report_path = out_dir / "report.json"
     if _finished_build(out_dir) and not rebuild:
@@ -623,6 +661,15 @@ def ensure_toy_llava(ctx, cfg: VITConfig | None = None, progress: bool = True, r
         cfg.vision.seed = ctx.seed
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".partial")
+    pack = None if rebuild or (tmp / "build_config.json").exists() else default_pack_for(asdict(cfg))
+    if pack is not None:  # the repository ships this very build: minutes instead of hours
+        print(f"[mmalign] unpacking the shipped toy LLaVA from {pack} into {out_dir} (its build report and SHA-256 "
+              f"checks travel with it; `mmalign build-toy --rebuild` trains one here instead)", flush=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        unpack_toy_llava(pack, tmp)
+        tmp.rename(out_dir)
+        return out_dir / "model", json.loads(report_path.read_text())
     report = build_toy_llava(tmp, cfg, progress, longform_cache=out_dir.parent / "vit_longform.jsonl",
                              text_cache=out_dir.parent / "vit_text_answers.jsonl")
     if out_dir.exists():

@@ -1,0 +1,82 @@
+"""Packing a toy LLaVA build as its trained parts and unpacking it exactly (mmalign_utils/train/toy_pack.py), on a
+fake build: the starting model with a perturbed tower and projector and random LoRA factors, merged and saved the
+way build_toy_llava saves its model."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from mmalign_utils.models import build_toy_mllm, save_mllm
+from mmalign_utils.train import toy_pack, vit
+
+
+@pytest.fixture(scope="module")
+def fake_build(tmp_path_factory):
+    cfg = vit.VITConfig.smoke()
+    cfg.lora_r, cfg.lora_alpha, cfg.bf16_frozen_lm = 4, 8, True
+    root = tmp_path_factory.mktemp("build")
+    model, processor = build_toy_mllm(cfg.model)
+    vit.store_frozen_lm_in_bf16(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters()):
+            p.add_(0.01 * torch.randn(p.shape, generator=gen))
+    peft_model = get_peft_model(model, vit.stage2_lora_config(cfg))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    lora = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" in n}
+    merged = vit.merge_stage2_lora(peft_model)
+    save_mllm(merged.to(torch.bfloat16), processor, root / "model")
+    vit.save_stage2_lora(root / "lora", lora, cfg)
+    (root / "build_config.json").write_text(json.dumps(asdict(cfg)))
+    (root / "report.json").write_text(json.dumps({"vqa": {"accuracy_shapes": 0.5}}))
+    return root, cfg
+
+
+def test_pack_and_unpack_reproduce_the_saved_model_tensor_for_tensor(fake_build, tmp_path):
+    build, cfg = fake_build
+    pack = toy_pack.pack_toy_llava(build, tmp_path / "pack")
+    # the tower and the projector are packed as tensors; the language model only as LoRA factors
+    assert pack["trained_tensors"] and all("vision_tower" in n or "multi_modal_projector" in n
+                                           for n in pack["trained_tensors"])
+    packed_mb = sum(f.stat().st_size for f in (tmp_path / "pack").rglob("*") if f.is_file()) / 2**20
+    assert packed_mb < (build / "model" / "model.safetensors").stat().st_size / 2**20 / 3
+    out = toy_pack.unpack_toy_llava(tmp_path / "pack", tmp_path / "unpacked")
+    assert toy_pack.tensor_digests(out / "model" / "model.safetensors") == \
+        toy_pack.tensor_digests(build / "model" / "model.safetensors")
+    assert json.loads((out / "report.json").read_text()) == {"vqa": {"accuracy_shapes": 0.5}}
+    assert (out / "model" / "tokenizer.json").read_bytes() == (build / "model" / "tokenizer.json").read_bytes()
+    # a pack answers only for the configuration it was built with (bf16_frozen_lm aside)
+    assert toy_pack.pack_matches(tmp_path / "pack", asdict(cfg))
+    other = vit.VITConfig.smoke()
+    assert not toy_pack.pack_matches(tmp_path / "pack", asdict(other))  # lora_r 32, not 4
+
+
+def test_unpacking_a_damaged_pack_names_the_tensors_that_differ(fake_build, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    build, _ = fake_build
+    toy_pack.pack_toy_llava(build, tmp_path / "pack")
+    adapter = load_file(str(tmp_path / "pack" / "adapter.safetensors"))
+    first = sorted(adapter)[0]
+    adapter[first] = adapter[first] + 1.0
+    save_file(adapter, str(tmp_path / "pack" / "adapter.safetensors"))
+    with pytest.raises(RuntimeError, match="tensors differ from the build's saved model"):
+        toy_pack.unpack_toy_llava(tmp_path / "pack", tmp_path / "unpacked")
+
+
+def test_a_build_without_lora_factors_cannot_be_packed(fake_build, tmp_path):
+    import shutil
+
+    build, _ = fake_build
+    copy = tmp_path / "old_build"
+    shutil.copytree(build, copy)
+    shutil.rmtree(copy / "lora")
+    with pytest.raises(FileNotFoundError, match="lora"):
+        toy_pack.pack_toy_llava(copy, tmp_path / "pack")
