@@ -80,3 +80,25 @@ def test_a_build_without_lora_factors_cannot_be_packed(fake_build, tmp_path):
     shutil.rmtree(copy / "lora")
     with pytest.raises(FileNotFoundError, match="lora"):
         toy_pack.pack_toy_llava(copy, tmp_path / "pack")
+
+
+def test_ensure_toy_llava_unpacks_a_matching_pack_instead_of_building(fake_build, tmp_path, monkeypatch, capsys):
+    from mmalign_utils.config import RunContext
+
+    build, cfg = fake_build
+    toy_pack.pack_toy_llava(build, tmp_path / "pack")
+    monkeypatch.setattr(toy_pack, "DEFAULT_PACK", tmp_path / "pack")
+    # a build of this config would train; the pack must be used instead, so training fails loudly if reached
+    monkeypatch.setattr(vit, "build_toy_llava", lambda *a, **k: pytest.fail("built instead of unpacking"))
+    ctx = RunContext(profile="toy", smoke=True, seed=0, artifacts_dir=tmp_path / "artifacts")
+    model_path, report = vit.ensure_toy_llava(ctx, cfg=cfg, progress=False)
+    assert "unpacking the shipped toy LLaVA" in capsys.readouterr().out
+    assert model_path == tmp_path / "artifacts" / "toy-smoke" / "toy_llava" / "model"
+    assert report == {"vqa": {"accuracy_shapes": 0.5}}
+    assert toy_pack.tensor_digests(model_path / "model.safetensors") == \
+        toy_pack.tensor_digests(build / "model" / "model.safetensors")
+    # another configuration does not match the pack: it is built (here: the stub fails)
+    other = vit.VITConfig.smoke()
+    with pytest.raises(pytest.fail.Exception, match="built instead of unpacking"):
+        vit.ensure_toy_llava(RunContext(profile="toy", smoke=True, seed=0, artifacts_dir=tmp_path / "other"),
+                             cfg=other, progress=False)
