@@ -17,6 +17,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from mmalign_utils.textsuite.textunits import count_sentences, count_words
 from mmalign_utils.world.qa import MC_SUFFIX, SHORT_ANSWER_SUFFIX, QAItem
 
 DETAIL_SENTENCES = 3  # "in detail, in at least N sentences"
@@ -30,8 +31,6 @@ INSTRUCTIONS: dict[str, str] = {
 }
 KINDS: tuple[str, ...] = tuple(INSTRUCTIONS)
 
-_WORD_RE = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:\.\d+)?")
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _LETTER_ONLY = re.compile(r"^\W*\(?([A-Da-d])\)?[.)]?\s*$")
 
 
@@ -75,27 +74,23 @@ def draw_demand(item: QAItem, rng: random.Random, share: float) -> QAItem:
     return with_demand(item, kinds[min(int(pick * len(kinds)), len(kinds) - 1)])
 
 
-def _sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_SPLIT.split(text.strip())) if _WORD_RE.search(s)]
-
-
 def honours(answer: str, answer_format: dict[str, Any]) -> bool:
     """Whether the answer does what the demand asked.
 
     word: one sentence of 1 to WORD_MAX_WORDS words. sentence: exactly one sentence of at least 3 words. letter:
     the option's letter alone ("B", "B.", "(B)"). detail: at least `min_sentences` sentences.
-    Sentences end at . ! ? followed by a space, or at a line break (a list item counts as one)."""
+    Words and sentences are counted as the text suite counts them (`textsuite.textunits`: a list item is a
+    sentence, a final piece without a full stop is one too)."""
     kind = answer_format.get("kind")
-    sents = _sentences(answer)
-    n_words = len(_WORD_RE.findall(answer))
+    n_sentences, n_words = count_sentences(answer), count_words(answer)
     if kind == "word":
-        return len(sents) == 1 and 1 <= n_words <= WORD_MAX_WORDS
+        return n_sentences == 1 and 1 <= n_words <= WORD_MAX_WORDS
     if kind == "sentence":
-        return len(sents) == 1 and n_words >= 3
+        return n_sentences == 1 and n_words >= 3
     if kind == "letter":
         return _LETTER_ONLY.match(answer) is not None
     if kind == "detail":
-        return len(sents) >= int(answer_format.get("min_sentences", DETAIL_SENTENCES))
+        return n_sentences >= int(answer_format.get("min_sentences", DETAIL_SENTENCES))
     raise ValueError(f"unknown answer-format demand {kind!r} in {answer_format}; choose from {list(KINDS)}")
 
 
