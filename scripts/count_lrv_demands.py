@@ -12,10 +12,12 @@ profile's `demand_share` is the share of questions in any of the four kinds, rou
 
 Input: LRV-Instruction's `Evaluation/evaluation_set.json` (1,000 GPT-4-written questions about Visual Genome
 images, {"image_id", "question"}; github.com/FuxiaoLiu/LRV-Instruction), written by the same generator as the
-training file the paper sampled (filter_cap.json), which is too large to fetch here. SciGraphQA's questions were
-not available to count.
+training file the paper sampled (filter_cap.json), which is too large to fetch here. Also reads LLaVA question
+files (JSON Lines with a "text" field), such as SciGraphQA's test questions in LLaVA's format
+(github.com/findalexli/SciGraphQA, evaluation/llava-7b-v0/origional_questions/llava_eval_questions.jsonl), the
+other half of the paper's prompts; the share is set from the LRV file, the SciGraphQA count is reported beside it.
 
-    .venv/bin/python scripts/count_lrv_demands.py PATH/TO/evaluation_set.json
+    .venv/bin/python scripts/count_lrv_demands.py PATH/TO/evaluation_set.json [PATH/TO/llava_eval_questions.jsonl]
 """
 from __future__ import annotations
 
@@ -50,20 +52,38 @@ def count_demands(questions: list[str]) -> tuple[Counter, int, dict[str, list[st
     return per_kind, any_kind, examples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="LRV-Instruction Evaluation/evaluation_set.json")
-    args = parser.parse_args()
-    records = json.loads(args.path.read_text(encoding="utf-8"))
-    questions = [str(r["question"]) for r in records]
+def read_questions(path: Path) -> list[str]:
+    """Questions from a JSON list of {"question": ...} (LRV) or JSON Lines of {"text": ...} (LLaVA question files)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        return [str(r["question"]) for r in json.loads(text)]
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [str(r.get("text", r.get("question", ""))) for r in rows]
+
+
+def report(path: Path) -> float:
+    questions = read_questions(path)
     per_kind, any_kind, examples = count_demands(questions)
     n = len(questions)
+    print(f"{path.name}: {n} questions")
     for kind in PATTERNS:
-        print(f"{kind:9s} {per_kind[kind]:5d} ({per_kind[kind] / n:.1%})")
+        print(f"  {kind:9s} {per_kind[kind]:5d} ({per_kind[kind] / n:.1%})")
         for q in examples[kind]:
-            print(f"            e.g. {q}")
+            print(f"              e.g. {q}")
     share = any_kind / n
-    print(f"any kind  {any_kind:5d} of {n} ({share:.1%}) -> demand_share {round(share * 20) / 20:.2f}")
+    print(f"  any kind  {any_kind:5d} of {n} ({share:.1%})")
+    return share
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lrv", type=Path, help="LRV-Instruction Evaluation/evaluation_set.json")
+    parser.add_argument("others", type=Path, nargs="*", help="more question files to count (not used for the share)")
+    args = parser.parse_args()
+    share = report(args.lrv)
+    for path in args.others:
+        report(path)
+    print(f"demand_share (LRV, rounded to 0.05): {round(share * 20) / 20:.2f}")
 
 
 if __name__ == "__main__":

@@ -262,3 +262,19 @@ def test_the_lrv_demand_count_rule_by_hand():
     per_kind, any_kind, _ = module.count_demands(questions)
     assert dict(per_kind) == {"sentences": 2, "word": 1, "letter": 1, "length": 2}
     assert any_kind == 5
+
+
+def test_the_demand_count_reads_lrv_lists_and_llava_question_files(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "count_lrv_demands.py"
+    spec = importlib.util.spec_from_file_location("count_lrv_demands", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lrv = tmp_path / "evaluation_set.json"
+    lrv.write_text(json.dumps([{"image_id": "1", "question": "Is there a dog?"}, {"image_id": "2", "question": "Q2"}]))
+    llava = tmp_path / "questions.jsonl"
+    llava.write_text('{"text": "What does the graph show?", "question_id": 0}\n\n{"text": "Q2", "question_id": 1}\n')
+    assert module.read_questions(lrv) == ["Is there a dog?", "Q2"]
+    assert module.read_questions(llava) == ["What does the graph show?", "Q2"]
