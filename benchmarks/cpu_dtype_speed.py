@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from mmalign_utils.precision import cpu_compute_dtype, cpu_flags, cpu_has_native_bf16
+from mmalign_utils.precision import (BF16_MIN_SPEEDUP, cpu_compute_dtype, cpu_flags, cpu_has_native_bf16,
+                                     measured_bf16_speedup)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -110,7 +111,10 @@ def main() -> None:
     flags = cpu_flags() or set()
     bf16_flags = sorted(f for f in flags if "bf16" in f or f.startswith("avx512") or f == "avx2")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU flags: {' '.join(bf16_flags) or '?'}")
-    print(f"native bf16: {cpu_has_native_bf16()}; the toy profile computes in {cpu_compute_dtype()}")
+    native = cpu_has_native_bf16()
+    probe = (f"; bf16 speed-up on the probe matmul {measured_bf16_speedup():.2f}x (bf16 needs "
+             f"{BF16_MIN_SPEEDUP}x)" if native else "")
+    print(f"native bf16: {native}{probe}; the toy profile computes in {cpu_compute_dtype()}")
     linear_gflops()
     generation_tokens_per_s(args.n_prompts, args.new_tokens)
     lora_step_seconds(args.train_batch, args.train_length, args.train_repeats)

@@ -1,4 +1,7 @@
-"""The CPU compute dtype: bf16 only where the processor has bf16 instructions, fp32 elsewhere."""
+"""The CPU compute dtype: bf16 only where the processor has bf16 instructions and bf16 measured faster, fp32
+elsewhere."""
+import json
+
 import pytest
 import torch
 
@@ -8,11 +11,15 @@ from mmalign_utils.train.vit import VITConfig
 
 
 @pytest.fixture
-def fresh_cpu_check(monkeypatch):
+def fresh_cpu_check(monkeypatch, tmp_path):
     monkeypatch.delenv(precision.ENV_VAR, raising=False)
+    monkeypatch.setenv("MMALIGN_CACHE", str(tmp_path / "cache"))  # no verdict from this machine's real cache
+    monkeypatch.setattr(precision, "probe_bf16_speedup", lambda: 2.0)  # a CPU where bf16 is twice as fast
     precision.cpu_has_native_bf16.cache_clear()
+    precision.measured_bf16_speedup.cache_clear()
     yield
     precision.cpu_has_native_bf16.cache_clear()
+    precision.measured_bf16_speedup.cache_clear()
 
 
 def _cpuinfo(tmp_path, flags: str):
@@ -58,3 +65,36 @@ def test_toy_profile_and_vit_build_follow_the_cpu_dtype(monkeypatch, forced, dty
     assert VITConfig().uses_bf16() is (dtype == torch.bfloat16)
     assert VITConfig(bf16_frozen_lm=False).uses_bf16() is False  # an explicit choice wins
     assert VITConfig(bf16_frozen_lm=True).uses_bf16() is True
+
+
+@pytest.mark.parametrize("speedup, dtype", [
+    (2.3, torch.bfloat16),  # earlier sessions' bf16 machines: 190 vs 83 GFLOP/s
+    (1.15, torch.bfloat16),  # exactly the threshold
+    (1.10, torch.float32),  # a win inside the noise is not enough
+    (0.58, torch.float32),  # the seventeenth session's Xeon: fp32 1.72x faster on the probe's shape
+])
+def test_native_bf16_is_used_only_where_it_measures_faster(monkeypatch, fresh_cpu_check, speedup, dtype):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(precision, "probe_bf16_speedup", lambda: speedup)
+    assert precision.cpu_compute_dtype() == dtype
+
+
+def test_the_measured_verdict_is_kept_per_machine_and_reused(monkeypatch, fresh_cpu_check, tmp_path):
+    calls = []
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(precision, "probe_bf16_speedup", lambda: calls.append(1) or 0.5)
+    assert precision.cpu_compute_dtype() == torch.float32
+    precision.measured_bf16_speedup.cache_clear()  # as a new process on the same machine
+    assert precision.cpu_compute_dtype() == torch.float32 and len(calls) == 1
+    saved = json.loads((tmp_path / "cache" / "cpu_dtype.json").read_text())
+    assert [v["bf16_speedup"] for v in saved.values()] == [0.5]
+    # another machine (other flags) gets its own entry and its own measurement
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
+    precision.measured_bf16_speedup.cache_clear()
+    assert precision.cpu_compute_dtype() == torch.float32 and len(calls) == 2
+
+
+def test_the_probe_times_both_dtypes_and_returns_their_ratio():
+    ratio = precision.probe_bf16_speedup(repeats=1)
+    assert 0.01 < ratio < 100  # a real ratio of two positive times, whichever dtype this CPU favours
+
