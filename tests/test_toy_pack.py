@@ -102,3 +102,31 @@ def test_ensure_toy_llava_unpacks_a_matching_pack_instead_of_building(fake_build
     with pytest.raises(pytest.fail.Exception, match="built instead of unpacking"):
         vit.ensure_toy_llava(RunContext(profile="toy", smoke=True, seed=0, artifacts_dir=tmp_path / "other"),
                              cfg=other, progress=False)
+
+
+def test_the_rank_by_rank_merge_is_peft_merge_up_to_rounding():
+    """merge_stage2_lora sums B @ A one rank at a time (the same bits on every CPU); the result is PEFT's own
+    merge_and_unload up to fp32 rounding, on a small linear model with random factors."""
+    import copy
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.language_model = torch.nn.ModuleDict({"q_proj": torch.nn.Linear(24, 16, bias=False)})
+
+        def forward(self, x):
+            return self.language_model["q_proj"](x)
+
+    torch.manual_seed(0)
+    cfg = vit.VITConfig(lora_r=8, lora_alpha=16)
+    model = get_peft_model(Tiny(), vit.stage2_lora_config(cfg))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape))
+    before = model.base_model.model.language_model["q_proj"].base_layer.weight.detach().clone()
+    theirs = copy.deepcopy(model).merge_and_unload().language_model["q_proj"].weight
+    ours = vit.merge_stage2_lora(model).language_model["q_proj"].weight
+    assert ours.dtype == torch.float32 and not ours.requires_grad
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-5)
+    assert (ours - before).abs().mean() > 1  # the factors' product (entries of size ~2 * sqrt(8)) was added

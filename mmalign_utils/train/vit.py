@@ -359,10 +359,23 @@ def stage2_lora_config(cfg: VITConfig):
 
 def merge_stage2_lora(peft_model):
     """The stage-2 adapters merged into the language model, in fp32: W + dW computed on bf16 weights would be
-    rounded before it is ever saved. `train.toy_pack` merges a packed build with this same function."""
+    rounded before it is ever saved. `train.toy_pack` merges a packed build with this same function, on whatever
+    machine unpacks it, so dW = scaling * B @ A is summed one rank at a time with elementwise multiplies and adds:
+    each is one IEEE-rounded operation, the same on every CPU, where a matmul's summation order (and so its last
+    bits) depends on the processor's kernels."""
     set_lora_input_casting(peft_model, True)
     peft_model.base_model.model.to(torch.float32)
-    merged = peft_model.merge_and_unload()
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if not (hasattr(module, "lora_A") and hasattr(module, "base_layer")):
+                continue
+            for adapter in module.lora_A.keys():
+                a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight  # (r, in), (out, r)
+                delta = torch.zeros_like(module.base_layer.weight)
+                for k in range(a.shape[0]):
+                    delta += b[:, k:k + 1] * a[k:k + 1, :]
+                module.base_layer.weight += delta * module.scaling[adapter]
+    merged = peft_model.unload()  # the LoRA layers replaced by their (now merged) base layers
     for p in merged.parameters():
         p.requires_grad_(False)
     return merged
