@@ -42,9 +42,13 @@ def fake_build(tmp_path_factory):
 def test_pack_and_unpack_reproduce_the_saved_model_tensor_for_tensor(fake_build, tmp_path):
     build, cfg = fake_build
     pack = toy_pack.pack_toy_llava(build, tmp_path / "pack")
-    # the tower and the projector are packed as tensors; the language model only as LoRA factors
+    # the tower and the projector are packed as tensors; the language model only as LoRA factors and the
+    # embedding row it adds for <image> (the last row)
     assert pack["trained_tensors"] and all("vision_tower" in n or "multi_modal_projector" in n
-                                           for n in pack["trained_tensors"])
+                                           for n in pack["trained_tensors"] if n != toy_pack.ADDED_ROWS_KEY)
+    assert toy_pack.ADDED_ROWS_KEY in pack["trained_tensors"]
+    config = json.loads((build / "model" / "config.json").read_text())
+    assert pack["added_embedding_rows_from"] == config["image_token_index"] == config["text_config"]["vocab_size"] - 1
     packed_mb = sum(f.stat().st_size for f in (tmp_path / "pack").rglob("*") if f.is_file()) / 2**20
     assert packed_mb < (build / "model" / "model.safetensors").stat().st_size / 2**20 / 3
     out = toy_pack.unpack_toy_llava(tmp_path / "pack", tmp_path / "unpacked")
@@ -69,6 +73,13 @@ def test_unpacking_a_damaged_pack_names_the_tensors_that_differ(fake_build, tmp_
     save_file(adapter, str(tmp_path / "pack" / "adapter.safetensors"))
     with pytest.raises(RuntimeError, match="tensors differ from the build's saved model"):
         toy_pack.unpack_toy_llava(tmp_path / "pack", tmp_path / "unpacked")
+    # the <image> embedding row comes from the pack, not from the rebuilt model's mean over the vocabulary
+    toy_pack.pack_toy_llava(build, tmp_path / "pack2")
+    trained = load_file(str(tmp_path / "pack2" / "trained.safetensors"))
+    trained[toy_pack.ADDED_ROWS_KEY] = trained[toy_pack.ADDED_ROWS_KEY] * 2
+    save_file(trained, str(tmp_path / "pack2" / "trained.safetensors"))
+    with pytest.raises(RuntimeError, match="embed_tokens"):
+        toy_pack.unpack_toy_llava(tmp_path / "pack2", tmp_path / "unpacked2")
 
 
 def test_a_build_without_lora_factors_cannot_be_packed(fake_build, tmp_path):

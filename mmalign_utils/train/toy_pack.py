@@ -26,6 +26,10 @@ from typing import Any
 import torch
 
 PACK_FORMAT = 1
+EMBEDDING = "model.language_model.embed_tokens.weight"
+# The rows the toy LLaVA adds to SmolLM2's embedding (<image>) start as a mean over the vocabulary: a reduction,
+# whose last bits may depend on the CPU, so the pack carries them as saved.
+ADDED_ROWS_KEY = "added_embedding_rows"
 # The repository's pack of the default build (seed 0), if a session has shipped one.
 DEFAULT_PACK = Path(__file__).resolve().parents[2] / "packs" / "toy_llava"
 _SKIP_FILES = {"model.safetensors"}  # rebuilt; everything else in model/ is copied as it is
@@ -102,12 +106,16 @@ def _rebuild(pack: dict[str, Any], trained: dict[str, torch.Tensor], adapter: di
 
     model, processor = _starting_model(pack["model_config"], pack["lora"]["frozen_lm_bf16"])
     state = model.state_dict()
+    trained = dict(trained)
+    added_rows = trained.pop(ADDED_ROWS_KEY, None)
     unknown = sorted(set(trained) - set(state))
     if unknown:
         raise ValueError(f"packed tensors {unknown[:3]} are not in the toy LLaVA built from the pack's config")
     with torch.no_grad():
         for name, value in trained.items():
             state[name].copy_(value)
+        if added_rows is not None:
+            state[EMBEDDING][pack["added_embedding_rows_from"]:].copy_(added_rows)
     merged = _merged_model(model, pack["lora"], adapter)
     save_mllm(merged.to(torch.bfloat16), processor, out_model_dir)
     for f in processor_dir.iterdir():  # the build's own processor files, byte for byte
@@ -151,9 +159,13 @@ def pack_toy_llava(build_dir: str | Path, out_dir: str | Path) -> dict[str, Any]
     trained = {name: value for name, value in saved.items()
                if not (adapted.fullmatch(name.rsplit(".weight", 1)[0]) and name.endswith(".weight"))
                and not (name in start_state and torch.equal(start_state[name], value))}
+    rows_from = int(json.loads((model_file.parent / "config.json").read_text())["image_token_index"])
+    if EMBEDDING not in trained:
+        trained[ADDED_ROWS_KEY] = saved[EMBEDDING][rows_from:].clone()
     adapter = load_file(str(lora_dir / "adapter.safetensors"))
     pack = {"format": PACK_FORMAT, "model_config": build_config["model"], "build_config": build_config,
             "lora": lora_meta, "tensor_sha256": want, "trained_tensors": sorted(trained),
+            "added_embedding_rows_from": rows_from,
             "packed_from": str(build_dir), "commit": _git_commit(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with tempfile.TemporaryDirectory() as tmp:
